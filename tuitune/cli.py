@@ -1,0 +1,451 @@
+"""Headless command line: a thin layer over the same functions the TUI uses.
+
+Imports stay light at module level (no llama_cpp, torch or transformers) so ``tuitune --help`` and
+``tuitune models`` start instantly; heavy modules load inside the command that needs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import sys
+import threading
+from collections.abc import Iterator
+from typing import TextIO
+
+from tuitune import __version__
+from tuitune.errors import TuituneError
+
+DEMO_PAIR = "gemma-3-270m,smollm2-135m-instruct"
+DOG_PROMPT = "Tell me how to train my dog to sit"
+
+
+# -- output helpers --------------------------------------------------------------------------------
+class Style:
+    """ANSI styling of tuitune's own labels, only on a terminal and never with NO_COLOR."""
+
+    def __init__(self, stream: TextIO):
+        self.enabled = stream.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+
+    def _wrap(self, code: str, text: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if self.enabled else text
+
+    def bold(self, text: str) -> str:
+        return self._wrap("1", text)
+
+    def dim(self, text: str) -> str:
+        return self._wrap("2", text)
+
+
+def human_size(size: int | None) -> str:
+    if size is None:
+        return "?"
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit in ("B", "KB") else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{size} B"
+
+
+def stats_line(stats, notices: list[str] | None = None) -> str:
+    parts = [f"{stats.prompt_tokens} prompt tokens", f"{stats.completion_tokens} generated"]
+    if stats.ttft_s is not None:
+        parts.append(f"first token {stats.ttft_s:.2f} s")
+    if stats.decode_tokens_per_s is not None:
+        parts.append(f"{stats.decode_tokens_per_s:.1f} tok/s")
+    parts.append(stats.finish_reason)
+    return " · ".join(parts)
+
+
+def _stream_in_thread(generation) -> Iterator[str]:
+    """Run a generation in a worker thread so Ctrl-C in the main thread can cancel it cleanly."""
+    chunks: queue.Queue = queue.Queue()
+    done = object()
+
+    def pump() -> None:
+        try:
+            for chunk in generation:
+                chunks.put(chunk)
+        except BaseException as error:  # noqa: BLE001 - handed to the main thread
+            chunks.put(error)
+        finally:
+            chunks.put(done)
+
+    worker = threading.Thread(target=pump, name="tuitune-generate", daemon=True)
+    worker.start()
+    try:
+        while True:
+            try:
+                item = chunks.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    except KeyboardInterrupt:
+        generation.cancel()
+        worker.join()
+        raise
+
+
+def _sampling(args: argparse.Namespace):
+    from tuitune.engines.base import RANDOM_SEED, Sampling
+
+    defaults = Sampling()
+    seed = defaults.seed
+    if args.seed is not None:
+        if args.seed == "random":
+            seed = RANDOM_SEED
+        else:
+            try:
+                seed = int(args.seed)
+            except ValueError:
+                raise TuituneError(f"--seed must be an integer or 'random', not '{args.seed}'") from None
+    if args.max_tokens is not None and args.max_tokens < 1:
+        raise TuituneError("--max-tokens must be at least 1")
+    if args.temperature is not None and args.temperature < 0:
+        raise TuituneError("--temperature must be 0 (greedy) or more")
+    return Sampling(
+        temperature=defaults.temperature if args.temperature is None else args.temperature,
+        top_p=defaults.top_p if args.top_p is None else args.top_p,
+        top_k=defaults.top_k if args.top_k is None else args.top_k,
+        min_p=defaults.min_p if args.min_p is None else args.min_p,
+        repeat_penalty=defaults.repeat_penalty if args.repeat_penalty is None else args.repeat_penalty,
+        max_tokens=defaults.max_tokens if args.max_tokens is None else args.max_tokens,
+        seed=seed,
+        stop=tuple(args.stop or ()),
+    )
+
+
+# -- commands --------------------------------------------------------------------------------------
+def cmd_models(args: argparse.Namespace) -> int:
+    from tuitune.catalog import load_catalog
+    from tuitune.safe_text import safe_json
+    from tuitune.sources import is_installed
+
+    catalog = load_catalog()
+    rows = []
+    for entry in catalog:
+        rows.append(
+            {
+                "id": entry.id,
+                "name": entry.name,
+                "kind": entry.kind,
+                "family": entry.family,
+                "mode": entry.mode,
+                "pair": entry.pair,
+                "source": entry.source.describe() if entry.source else entry.endpoint.get("base_url", entry.base),
+                "size": entry.size,
+                "quant": entry.quant,
+                "installed": is_installed(entry),
+                "license": entry.license,
+            }
+        )
+    if args.json:
+        print(safe_json({"catalog_files": [str(p) for p in catalog.files], "models": rows}, indent=2))
+        return 0
+    header = ("ID", "KIND", "FAMILY", "PAIR", "SOURCE", "SIZE", "INSTALLED")
+    table = [header] + [
+        (r["id"], r["kind"], r["family"], r["pair"] or "-", r["source"] or "-", human_size(r["size"]),
+         "yes" if r["installed"] else "no")
+        for r in rows
+    ]  # fmt: skip
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+    print(f"\ncatalog: {', '.join(str(p) for p in catalog.files)}", file=sys.stderr)
+    return 0
+
+
+def _print_result(result, out: TextIO, style: Style) -> None:
+    from tuitune.safe_text import inert
+
+    title = f"── {result.model} · {result.mode} "
+    print(style.bold(title + "─" * max(3, 72 - len(title))), file=out)
+    for notice in result.notices:
+        print(style.dim(f"note: {inert(notice)}"), file=out)
+    if result.error:
+        print(f"error: {inert(result.error)}", file=out)
+    else:
+        print(inert(result.text.strip("\n")) or style.dim("(empty answer)"), file=out)
+        print(style.dim(stats_line(result.stats)), file=out)
+    print(file=out)
+
+
+class _Progress:
+    """A one-line token counter on stderr while models generate (terminal only)."""
+
+    def __init__(self, labels: list[str]):
+        self.labels = labels
+        self.counts = [0] * len(labels)
+        self.enabled = sys.stderr.isatty()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._tick, daemon=True)
+
+    def chunk(self, prompt_index: int, model_index: int, text: str) -> None:
+        self.counts[model_index] += 1
+
+    def _tick(self) -> None:
+        while not self._stop.wait(0.2):
+            line = "  ".join(f"{label}: {count}" for label, count in zip(self.labels, self.counts))
+            sys.stderr.write(f"\r\x1b[2Kgenerating… {line}")
+            sys.stderr.flush()
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self.enabled:
+            self._thread.join()
+            sys.stderr.write("\r\x1b[2K")
+            sys.stderr.flush()
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from tuitune.compare import Prompt, run_comparisons
+    from tuitune.safe_text import inert, safe_json
+
+    models = [m.strip() for m in (args.models or "").split(",") if m.strip()]
+    if not models:
+        raise TuituneError("compare needs --models A,B (see `tuitune models`)")
+    if len(models) > 4:
+        raise TuituneError(f"compare takes at most 4 models, got {len(models)}")
+    if args.suite and args.prompt:
+        raise TuituneError("give either a PROMPT or --suite FILE, not both")
+    suite = None
+    if args.suite:
+        from tuitune.suites import load_suite
+
+        suite = load_suite(args.suite)
+        prompts = [Prompt(p.text, p.messages, p.mode, p.id) for p in suite.prompts]  # type: ignore[arg-type]
+    elif args.prompt:
+        prompts = [Prompt(args.prompt)]
+    else:
+        raise TuituneError("compare needs a PROMPT or --suite FILE")
+    sampling = _sampling(args)
+    with _Progress(models) as progress:
+        comparisons = run_comparisons(
+            prompts, models, mode=args.mode, sampling=sampling, system=args.system,
+            n_ctx=args.ctx, on_chunk=progress.chunk,
+        )  # fmt: skip
+    failed = any(result.error for comparison in comparisons for result in comparison.results)
+    if args.json:
+        if suite is None:
+            print(safe_json(comparisons[0].as_json(), indent=2))
+        else:
+            payload = {"suite": suite.name, "comparisons": [c.as_json() for c in comparisons]}
+            print(safe_json(payload, indent=2))
+        return 1 if failed else 0
+    style = Style(sys.stdout)
+    for comparison in comparisons:
+        print(style.bold(f"▌ {inert(comparison.prompt.text.strip())}"))
+        print()
+        for result in comparison.results:
+            _print_result(result, sys.stdout, style)
+    if failed:
+        errors = {r.model: r.error for c in comparisons for r in c.results if r.error}
+        for model, error in errors.items():
+            print(f"tuitune: {model}: {error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _open_for_chat(args: argparse.Namespace):
+    from tuitune.engines import open_engine, resolve_model
+
+    model = resolve_model(args.model)
+    engine = open_engine(model, n_ctx=args.ctx)
+    mode = args.mode or model.default_mode or ("chat" if engine.has_chat_template else "raw")
+    return model, engine, mode
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from tuitune.compare import Prompt, Result, build_request
+    from tuitune.safe_text import inert, safe_json
+
+    sampling = _sampling(args)
+    model, engine, mode = _open_for_chat(args)
+    try:
+        if args.prompt is None:
+            return _repl(engine, model.id, mode, sampling, args.system)
+        generation = engine.generate(build_request(Prompt(args.prompt), mode, sampling, args.system))
+        if args.json:
+            for _ in _stream_in_thread(generation):
+                pass
+            result = Result(model.id, mode, generation.text, generation.stats, list(generation.notices))
+            print(safe_json(result.as_json(), indent=2))
+            return 0
+        style = Style(sys.stderr)
+        for chunk in _stream_in_thread(generation):
+            sys.stdout.write(inert(chunk))
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        for notice in generation.notices:
+            print(style.dim(f"note: {inert(notice)}"), file=sys.stderr)
+        print(style.dim(stats_line(generation.stats)), file=sys.stderr)
+        return 0
+    finally:
+        engine.close()
+
+
+REPL_HELP = """commands: /reset (forget the conversation)  /system TEXT  /mode raw|chat  /exit (or Ctrl-D)
+Ctrl-C stops an answer."""
+
+
+def _repl(engine, model_id: str, mode: str, sampling, system: str | None) -> int:
+    from tuitune.engines.base import Message, Request
+    from tuitune.safe_text import inert
+
+    style = Style(sys.stdout)
+    history: list[Message] = []
+    print(style.dim(f"{model_id} · {mode} mode · {REPL_HELP}"))
+    while True:
+        try:
+            line = input(style.bold("you› "))
+        except EOFError:
+            print()
+            return 0
+        except KeyboardInterrupt:
+            print()
+            return 0
+        text = line.strip()
+        if not text:
+            continue
+        if text.startswith("/"):
+            command, _, rest = text.partition(" ")
+            if command in ("/exit", "/quit"):
+                return 0
+            if command == "/reset":
+                history.clear()
+                print(style.dim("conversation cleared"))
+            elif command == "/system":
+                system = rest.strip() or None
+                print(style.dim(f"system prompt {'set' if system else 'cleared'}"))
+            elif command == "/mode" and rest.strip() in ("raw", "chat"):
+                mode = rest.strip()
+                print(style.dim(f"{mode} mode{' (each line is a fresh completion)' if mode == 'raw' else ''}"))
+            else:
+                print(style.dim(REPL_HELP))
+            continue
+        if mode == "raw":
+            request = Request.raw(line, sampling)
+        else:
+            messages = ([Message("system", system)] if system else []) + history + [Message("user", line)]
+            request = Request.chat(messages, sampling)
+        generation = engine.generate(request)
+        sys.stdout.write(style.bold("model› "))
+        try:
+            for chunk in _stream_in_thread(generation):
+                sys.stdout.write(inert(chunk))
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            pass
+        except TuituneError as error:
+            print(f"\nerror: {error}")
+            continue
+        print()
+        for notice in generation.notices:
+            print(style.dim(f"note: {inert(notice)}"))
+        print(style.dim(stats_line(generation.stats)))
+        if mode == "chat":
+            history += [Message("user", line), Message("assistant", generation.text)]
+
+
+def cmd_paths(args: argparse.Namespace) -> int:
+    from tuitune.catalog import shipped_catalog_path
+    from tuitune.paths import app_dirs
+
+    dirs = app_dirs()
+    rows = [
+        ("catalog (shipped)", shipped_catalog_path()),
+        ("catalog (yours)", dirs.user_catalog),
+        ("config", dirs.config),
+        ("data", dirs.data),
+        ("cache", dirs.cache),
+        ("logs", dirs.logs),
+    ]
+    for label, path in rows:
+        print(f"{label:18} {path}")
+    return 0
+
+
+# -- parser ----------------------------------------------------------------------------------------
+def _add_generation_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("sampling (defaults: temperature 0.7, top-p 0.95, top-k 40, min-p 0.05, seed 42)")
+    group.add_argument("--max-tokens", type=int, metavar="N", help="answer length limit (default 256)")
+    group.add_argument("--temperature", type=float, metavar="T", help="0 = greedy, deterministic")
+    group.add_argument("--top-p", type=float, metavar="P")
+    group.add_argument("--top-k", type=int, metavar="K")
+    group.add_argument("--min-p", type=float, metavar="P")
+    group.add_argument("--repeat-penalty", type=float, metavar="R", help="default 1.0 (off)")
+    group.add_argument("--seed", metavar="S", help="integer, or 'random' for a fresh seed per answer")
+    group.add_argument("--stop", action="append", metavar="TEXT", help="stop string (repeatable)")
+    parser.add_argument("--system", metavar="TEXT", help="system prompt (chat mode)")
+    parser.add_argument("--ctx", type=int, metavar="N", help="context size in tokens (default: model's, up to 4096)")
+    parser.add_argument("--json", action="store_true", help="print one JSON result instead of text")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tuitune",
+        description="See what finetuning does to a language model: base vs chat, side by side.",
+        epilog=f"Try: tuitune compare \"{DOG_PROMPT}\" --models {DEMO_PAIR}",
+    )
+    parser.add_argument("--version", action="version", version=f"tuitune {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    models = commands.add_parser("models", help="list the model catalog")
+    models.add_argument("--json", action="store_true")
+    models.set_defaults(func=cmd_models)
+
+    chat = commands.add_parser("chat", help="chat with one model (one answer, or a REPL without PROMPT)")
+    chat.add_argument("model", metavar="MODEL", help="catalog id or path to a .gguf file")
+    chat.add_argument("prompt", metavar="PROMPT", nargs="?")
+    chat.add_argument("--mode", choices=("raw", "chat"), help="raw completion or chat template (default: catalog's)")
+    _add_generation_flags(chat)
+    chat.set_defaults(func=cmd_chat)
+
+    compare = commands.add_parser("compare", help="the same prompt on several models at once")
+    compare.add_argument("prompt", metavar="PROMPT", nargs="?")
+    compare.add_argument("--models", metavar="A,B[,C,D]", required=True, help="catalog ids or .gguf paths")
+    compare.add_argument(
+        "--mode", choices=("auto", "raw", "chat", "both"), default="auto",
+        help="auto: each model's default; both: every model raw and templated (the lab's 2×2)",
+    )  # fmt: skip
+    compare.add_argument("--suite", metavar="FILE", help="run every prompt of a suite TOML file")
+    _add_generation_flags(compare)
+    compare.set_defaults(func=cmd_compare)
+
+    paths = commands.add_parser("paths", help="where tuitune keeps config, data, cache and logs")
+    paths.set_defaults(func=cmd_paths)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return args.func(args)
+    except TuituneError as error:
+        print(f"tuitune: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ntuitune: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,63 @@
+"""Engines behind one interface; ``open_engine`` turns a catalog id or a .gguf path into a loaded engine.
+
+Nothing heavy is imported here: llama_cpp is imported only when a model is actually opened.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tuitune.catalog import Catalog, ModelEntry, load_catalog
+from tuitune.engines.base import Engine, Generation, Message, Mode, Request, Sampling, Stats
+from tuitune.errors import ModelNotFoundError
+
+__all__ = [
+    "Engine", "Generation", "Message", "Mode", "Request", "Sampling", "Stats",
+    "ResolvedModel", "resolve_model", "open_engine",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model reference made concrete: its id, the catalog entry if any, and its default mode."""
+
+    id: str
+    entry: ModelEntry | None
+    path: Path | None  # a bare .gguf path; catalog models resolve their file when opened
+
+    @property
+    def default_mode(self) -> Mode | None:
+        return self.entry.mode if self.entry else None  # a bare file: decided by its chat template
+
+
+def _looks_like_path(ref: str) -> bool:
+    return ref.endswith(".gguf") or "/" in ref or ref.startswith(".") or ref.startswith("~")
+
+
+def resolve_model(ref: str, catalog: Catalog | None = None) -> ResolvedModel:
+    """A catalog id wins; otherwise a path to a .gguf file."""
+    catalog = catalog if catalog is not None else load_catalog()
+    if ref in catalog:
+        return ResolvedModel(ref, catalog.get(ref), None)
+    if _looks_like_path(ref) or Path(ref).expanduser().exists():
+        path = Path(ref).expanduser()
+        return ResolvedModel(path.stem if path.suffix == ".gguf" else path.name, None, path)
+    catalog.get(ref)  # raises ModelNotFoundError with close matches
+    raise ModelNotFoundError(ref)
+
+
+def open_engine(model: ResolvedModel, n_ctx: int | None = None) -> Engine:
+    """Load the model behind ``model``; raises a TuituneError with a clear message on any problem."""
+    from tuitune.engines.llama import LlamaCppEngine
+    from tuitune.sources import model_path
+
+    if model.entry is None:
+        return LlamaCppEngine(model.path, model_id=model.id, n_ctx=n_ctx)
+    entry = model.entry
+    return LlamaCppEngine(
+        model_path(entry),
+        model_id=entry.id,
+        n_ctx=n_ctx or entry.context_length,
+        chat_format=entry.chat_format,
+    )

@@ -1,0 +1,124 @@
+"""The one small interface every engine implements: stream an answer to a raw prompt or a message list.
+
+Every sampling parameter is explicit (llama.cpp's completion and chat defaults differ, and its default seed
+repeats across processes), so a comparison between panes is fair by construction.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Literal, Protocol
+
+Mode = Literal["raw", "chat"]
+FinishReason = Literal["stop", "length", "cancelled", "error"]
+RANDOM_SEED = -1
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str  # system | user | assistant
+    content: str
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 0.7
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    max_tokens: int = 256
+    seed: int = 42  # RANDOM_SEED (-1) draws a fresh seed per request
+    stop: tuple[str, ...] = ()
+
+    def resolved_seed(self) -> int:
+        return random.randrange(2**31) if self.seed == RANDOM_SEED else self.seed
+
+
+@dataclass(frozen=True)
+class Request:
+    mode: Mode
+    prompt: str = ""
+    messages: tuple[Message, ...] = ()
+    sampling: Sampling = field(default_factory=Sampling)
+
+    @classmethod
+    def raw(cls, prompt: str, sampling: Sampling | None = None) -> Request:
+        return cls(mode="raw", prompt=prompt, sampling=sampling or Sampling())
+
+    @classmethod
+    def chat(cls, messages: list[Message] | tuple[Message, ...], sampling: Sampling | None = None) -> Request:
+        return cls(mode="chat", messages=tuple(messages), sampling=sampling or Sampling())
+
+
+@dataclass
+class Stats:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    ttft_s: float | None = None
+    decode_tokens_per_s: float | None = None
+    total_s: float = 0.0
+    finish_reason: FinishReason = "stop"
+    seed: int | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class Generation:
+    """One streaming answer: iterate for text chunks; ``stats`` is final once iteration ends.
+
+    ``cancel()`` may be called from any thread; the producer checks it between tokens.
+    """
+
+    def __init__(self, produce: Callable[[Generation], Iterator[str]]):
+        self._produce = produce
+        self._cancelled = threading.Event()
+        self.stats = Stats()
+        self.notices: list[str] = []  # e.g. which fallback chat format was used
+        self.parts: list[str] = []
+        self._started = time.perf_counter()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    def __iter__(self) -> Iterator[str]:
+        for chunk in self._produce(self):
+            self.parts.append(chunk)
+            yield chunk
+
+    def run(self) -> str:
+        """Consume the whole stream and return the text."""
+        for _ in self:
+            pass
+        return self.text
+
+
+class Engine(Protocol):
+    """A loaded model that can stream answers. One instance is used by one thread at a time."""
+
+    model_id: str
+
+    @property
+    def n_ctx(self) -> int: ...
+
+    @property
+    def chat_template_name(self) -> str:
+        """What chat mode uses: 'gguf template' or the name of a fallback format."""
+        ...
+
+    def generate(self, request: Request) -> Generation: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,246 @@
+"""The llama.cpp engine (llama-cpp-python), with an explicit raw/chat mode per request.
+
+The loop drives ``Llama.generate`` directly instead of ``create_completion`` so that tuitune knows the exact
+prompt and completion token counts, the time to first token and the decode speed, can hand its threads
+back between tokens, and can stop at once when a request is cancelled.
+"""
+
+from __future__ import annotations
+
+import codecs
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import redirect_stderr
+from pathlib import Path
+from typing import Any
+
+from tuitune.engines.base import Generation, Message, Request
+from tuitune.engines.chat_formats import DEFAULT_FALLBACK, FALLBACK_FORMATS
+from tuitune.engines.threads import DEFAULT_BUDGET, ThreadBudget
+from tuitune.errors import ContextOverflowError, ModelFileError, TuituneError
+from tuitune.gguf import GGUFInfo, read_gguf
+
+DEFAULT_CONTEXT = 4096
+GGUF_TEMPLATE = "gguf template"
+_load_lock = threading.Lock()  # loads redirect Python's sys.stderr to the log; one at a time
+
+
+def split_at_stop(text: str, stops: Sequence[str]) -> tuple[str, str, bool]:
+    """Split streamed text into (safe to emit, held back, stop reached).
+
+    Text that could be the start of a stop string is held back until the next token decides.
+    """
+    if not stops:
+        return text, "", False
+    first = min((i for i in (text.find(stop) for stop in stops) if i >= 0), default=-1)
+    if first >= 0:
+        return text[:first], "", True
+    hold = 0
+    for stop in stops:
+        for size in range(min(len(stop) - 1, len(text)), 0, -1):
+            if text.endswith(stop[:size]):
+                hold = max(hold, size)
+                break
+    return text[: len(text) - hold], text[len(text) - hold :], False
+
+
+class LlamaCppEngine:
+    """One GGUF model loaded in llama.cpp. Not thread-safe: one thread generates at a time."""
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        model_id: str | None = None,
+        n_ctx: int | None = None,
+        chat_format: str | None = None,
+        budget: ThreadBudget = DEFAULT_BUDGET,
+        info: GGUFInfo | None = None,
+    ):
+        self.path = Path(model_path)
+        self.info = info or read_gguf(self.path)
+        self.model_id = model_id or self.path.stem
+        self.budget = budget
+        trained = self.info.context_length or DEFAULT_CONTEXT
+        self._n_ctx = n_ctx or min(trained, DEFAULT_CONTEXT)
+        self._fallback = chat_format or DEFAULT_FALLBACK
+        if self._fallback not in FALLBACK_FORMATS:
+            raise TuituneError(
+                f"unknown chat_format '{self._fallback}' for {self.model_id}; use one of {', '.join(FALLBACK_FORMATS)}"
+            )
+        self._llm = self._load()
+        self._threads = budget.threads()
+        self._vocab = self._llama_cpp.llama_model_get_vocab(self._llm.model)
+        self._template = self._gguf_template()
+
+    # -- loading -----------------------------------------------------------------------------------
+    def _load(self) -> Any:
+        from tuitune.engines import llama_log
+
+        llama_log.install()
+        import llama_cpp
+
+        self._llama_cpp = llama_cpp
+        threads = self.budget.threads()
+        with _load_lock, redirect_stderr(llama_log.log_handle()):
+            try:
+                llm = llama_cpp.Llama(
+                    model_path=str(self.path),
+                    n_ctx=self._n_ctx,
+                    n_threads=threads,
+                    n_threads_batch=threads,
+                    verbose=True,  # False would redirect the process's fds; logs go to our file instead
+                )
+            except (ValueError, RuntimeError, OSError) as error:
+                raise ModelFileError(
+                    f"llama.cpp could not load {self.path} ({error}); the file may be damaged or use an "
+                    f"architecture this llama.cpp does not know — details in {llama_log.log_path()}"
+                ) from None
+        llm.verbose = False  # no per-request prints to stderr from the Python side
+        return llm
+
+    def _gguf_template(self) -> Any:
+        template = self._llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            return None
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        model = self._llm._model
+        eos, bos = self._llm.token_eos(), self._llm.token_bos()
+        return Jinja2ChatFormatter(
+            template=template,
+            eos_token=model.token_get_text(eos) if eos != -1 else "",
+            bos_token=model.token_get_text(bos) if bos != -1 else "",
+        )
+
+    # -- properties --------------------------------------------------------------------------------
+    @property
+    def n_ctx(self) -> int:
+        return self._n_ctx
+
+    @property
+    def has_chat_template(self) -> bool:
+        return self._template is not None
+
+    @property
+    def chat_template_name(self) -> str:
+        return GGUF_TEMPLATE if self._template is not None else self._fallback
+
+    # -- prompts -----------------------------------------------------------------------------------
+    def tokenize(self, text: str, add_bos: bool = True) -> list[int]:
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
+
+    def render_chat(self, messages: Sequence[Message]) -> tuple[str, tuple[str, ...], bool]:
+        """The prompt text chat mode sends, its stop strings, and whether BOS must still be added."""
+        if self._template is not None:
+            rendered = self._template(messages=[{"role": m.role, "content": m.content} for m in messages])
+            return rendered.prompt, (), False
+        prompt, stops = FALLBACK_FORMATS[self._fallback](messages)
+        return prompt, stops, True
+
+    def _prompt(self, request: Request, generation: Generation) -> tuple[list[int], tuple[str, ...]]:
+        if request.mode == "raw":
+            return self.tokenize(request.prompt), ()
+        if request.mode != "chat":
+            raise TuituneError(f"unknown mode '{request.mode}': use raw or chat")
+        if not request.messages:
+            raise TuituneError("a chat request needs at least one message")
+        if self._template is None:
+            generation.notices.append(
+                f"{self.model_id} has no chat template in its GGUF; chat mode uses the '{self._fallback}' format"
+            )
+        try:
+            text, stops, add_bos = self.render_chat(request.messages)
+        except Exception as error:  # noqa: BLE001 - a broken template is the model's fault, not a crash
+            raise TuituneError(f"{self.model_id}'s chat template failed to render: {error}") from None
+        return self.tokenize(text, add_bos=add_bos), stops
+
+    # -- generation --------------------------------------------------------------------------------
+    def generate(self, request: Request) -> Generation:
+        return Generation(lambda generation: self._produce(request, generation))
+
+    def _set_threads(self, threads: int) -> None:
+        if threads != self._threads:
+            self._llama_cpp.llama_set_n_threads(self._llm.ctx, threads, threads)
+            self._threads = threads
+
+    def _produce(self, request: Request, generation: Generation) -> Iterator[str]:
+        started = time.perf_counter()
+        sampling = request.sampling
+        stats = generation.stats
+        tokens, format_stops = self._prompt(request, generation)
+        stats.prompt_tokens = len(tokens)
+        if len(tokens) >= self._n_ctx:
+            trained = self.info.context_length
+            raise ContextOverflowError(
+                f"the prompt is {len(tokens)} tokens but {self.model_id}'s context holds {self._n_ctx}: "
+                f"shorten it{f' or raise --ctx (up to {trained})' if trained and trained > self._n_ctx else ''}"
+            )
+        room = self._n_ctx - len(tokens)
+        max_tokens = min(sampling.max_tokens, room) if sampling.max_tokens > 0 else room
+        stops = tuple(s for s in (*sampling.stop, *format_stops) if s)
+        stats.seed = sampling.resolved_seed()
+        self._llm.set_seed(stats.seed)
+        llm, vocab, is_eog = self._llm, self._vocab, self._llama_cpp.llama_vocab_is_eog
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        held = ""
+        count = sampled = 0  # tokens emitted / tokens sampled (the latter includes a final end token)
+        first_at = last_at = None
+        finish = "length"
+        with self.budget.generating() as budget:
+            self._set_threads(budget.threads())
+            stream = llm.generate(
+                tokens,
+                top_k=sampling.top_k,
+                top_p=sampling.top_p,
+                min_p=sampling.min_p,
+                temp=sampling.temperature,
+                repeat_penalty=sampling.repeat_penalty,
+                reset=True,
+            )
+            try:
+                for token in stream:
+                    last_at = time.perf_counter()
+                    sampled += 1
+                    if first_at is None:
+                        first_at = last_at
+                    if generation.cancelled:
+                        finish = "cancelled"
+                        break
+                    if is_eog(vocab, token):
+                        finish = "stop"
+                        break
+                    count += 1
+                    piece = decoder.decode(llm.detokenize([token]))
+                    if piece:
+                        emit, held, stopped = split_at_stop(held + piece, stops)
+                        if emit:
+                            yield emit
+                        if stopped:
+                            finish = "stop"
+                            break
+                    if count >= max_tokens:
+                        break
+                    self._set_threads(budget.threads())
+                else:
+                    finish = "stop"
+                tail = held + decoder.decode(b"", final=True) if finish != "stop" else ""
+                if tail and finish != "cancelled":
+                    yield tail
+            except GeneratorExit:
+                finish = "cancelled"
+                raise
+            finally:
+                stream.close()
+                stats.completion_tokens = count
+                stats.finish_reason = finish
+                stats.total_s = time.perf_counter() - started
+                if first_at is not None:
+                    stats.ttft_s = first_at - started
+                    if sampled > 1 and last_at > first_at:
+                        stats.decode_tokens_per_s = (sampled - 1) / (last_at - first_at)
+
+    def close(self) -> None:
+        llm, self._llm = getattr(self, "_llm", None), None
+        if llm is not None:
+            llm.close()

