@@ -67,7 +67,7 @@ def test_unknown_model_suggests_close_ids(catalog):
 BAD_CATALOGS = [
     ("syntax", '[[model]]\nid = "x"\nname = "X\n', ["line 3", "TOML syntax error"]),
     ("kind", GOOD_ENTRY.replace('kind = "chat"', 'kind = "instruct"'), ["line 2", "my-model", "unknown kind 'instruct'", "base, chat, finetuned, endpoint"]),
-    ("duplicate", GOOD_ENTRY + "\n" + GOOD_ENTRY, ["line 10", "model entry #2", "duplicate id 'my-model'", "line 2"]),
+    ("duplicate", GOOD_ENTRY + "\n" + GOOD_ENTRY, ["line 11", "model entry #2", "duplicate id 'my-model'", "line 2"]),
     ("missing", GOOD_ENTRY.replace('family = "llama"\n', ""), ["line 2", "my-model", "missing field 'family'"]),
     ("pair", GOOD_ENTRY.replace('mode = "chat"', 'mode = "chat"\npair = "nobody"'), ["line 2", "my-model", "pair 'nobody' is not a model"]),
     ("field", GOOD_ENTRY.replace('mode = "chat"', 'mode = "chat"\nfamilly = "x"'), ["my-model", "unknown field(s) familly"]),

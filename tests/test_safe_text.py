@@ -14,7 +14,7 @@ HOSTILE = "ok\x1b]52;c;cm0gLXJmIH4=\x07 then \x1b[2J\x1b[31mred\x9b31m \x07bell\
 
 def test_inert_keeps_text_and_newlines_but_no_controls():
     shown = inert(HOSTILE)
-    assert not any(ord(ch) < 0x20 and ch not in "\n\t" or 0x7F <= ord(ch) <= 0x9F for ch in shown)
+    assert not any((ord(ch) < 0x20 and ch not in "\n\t") or 0x7F <= ord(ch) <= 0x9F for ch in shown)
     assert "␛]52;c;cm0gLXJmIH4=␇" in shown and "␛[2J" in shown and "<0x9b>" in shown
     assert "bell\nnext␍over" in shown
 

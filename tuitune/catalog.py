@@ -107,10 +107,7 @@ def unknown_model_message(model_id: str, known: list[str]) -> str:
 
     close = difflib.get_close_matches(model_id, known, n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}? " if close else ""
-    return (
-        f"unknown model '{model_id}': {hint}`tuitune models` lists the catalog; "
-        "a path to a .gguf file works too"
-    )
+    return f"unknown model '{model_id}': {hint}`tuitune models` lists the catalog; a path to a .gguf file works too"
 
 
 def _entry_lines(text: str) -> list[int]:
@@ -202,7 +199,9 @@ def _parse_entry(raw: Any, where: str, path: Path, line: int | None) -> ModelEnt
     if kind == "endpoint":
         for key in ("base_url", "model"):
             _require_str(raw, key, where, "an endpoint needs base_url and model")
-        endpoint = {key: raw[key] for key in ("base_url", "model", "api_key_env", "headers", "parameters") if key in raw}
+        endpoint = {
+            key: raw[key] for key in ("base_url", "model", "api_key_env", "headers", "parameters") if key in raw
+        }
     elif kind == "finetuned":
         base = _require_str(raw, "base", where, "the id of the base model the adapter was trained on")
         adapter_raw = Path(_require_str(raw, "adapter", where, "path to the LoRA adapter .gguf")).expanduser()
@@ -264,7 +263,9 @@ def parse_catalog_file(path: Path) -> list[ModelEntry]:
         where = _where(path, index, lines, raw if isinstance(raw, dict) else None)
         entry = _parse_entry(raw, where, path, lines[index] if index < len(lines) else None)
         if entry.id in seen:
-            raise CatalogError(f"{where}: duplicate id '{entry.id}' (first defined at {seen[entry.id]}); ids must be unique")
+            raise CatalogError(
+                f"{where}: duplicate id '{entry.id}' (first defined at {seen[entry.id]}); ids must be unique"
+            )
         seen[entry.id] = where
         entries.append(entry)
     return entries
@@ -275,7 +276,9 @@ def _check_references(entries: list[ModelEntry]) -> None:
     for entry in entries:
         where = f"{entry.origin}{f', line {entry.line}' if entry.line else ''}: model '{entry.id}'"
         if entry.pair is not None and entry.pair not in ids:
-            raise CatalogError(f"{where}: pair '{entry.pair}' is not a model in the catalog; fix the id or remove 'pair'")
+            raise CatalogError(
+                f"{where}: pair '{entry.pair}' is not a model in the catalog; fix the id or remove 'pair'"
+            )
         if entry.pair == entry.id:
             raise CatalogError(f"{where}: pair points to itself; name its base/chat sibling")
         if entry.kind == "finetuned" and entry.base not in ids:

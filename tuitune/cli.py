@@ -68,7 +68,7 @@ def _stream_in_thread(generation) -> Iterator[str]:
         try:
             for chunk in generation:
                 chunks.put(chunk)
-        except BaseException as error:  # noqa: BLE001 - handed to the main thread
+        except BaseException as error:
             chunks.put(error)
         finally:
             chunks.put(done)
@@ -156,7 +156,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     ]  # fmt: skip
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
     for row in table:
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     print(f"\ncatalog: {', '.join(str(p) for p in catalog.files)}", file=sys.stderr)
     return 0
 
@@ -191,7 +191,7 @@ class _Progress:
 
     def _tick(self) -> None:
         while not self._stop.wait(0.2):
-            line = "  ".join(f"{label}: {count}" for label, count in zip(self.labels, self.counts))
+            line = "  ".join(f"{label}: {count}" for label, count in zip(self.labels, self.counts, strict=True))
             sys.stderr.write(f"\r\x1b[2Kgenerating… {line}")
             sys.stderr.flush()
 
@@ -395,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tuitune",
         description="See what finetuning does to a language model: base vs chat, side by side.",
-        epilog=f"Try: tuitune compare \"{DOG_PROMPT}\" --models {DEMO_PAIR}",
+        epilog=f'Try: tuitune compare "{DOG_PROMPT}" --models {DEMO_PAIR}',
     )
     parser.add_argument("--version", action="version", version=f"tuitune {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")

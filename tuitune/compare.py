@@ -135,8 +135,15 @@ def run_comparisons(
                     if cancel is not None and cancel.is_set():
                         result.stats.finish_reason = "cancelled"
                         continue
-                    _generate_into(engine, build_request(prompt, request_mode, sampling, system), result,
-                                   on_chunk, prompt_index, model_index, cancel)
+                    _generate_into(
+                        engine,
+                        build_request(prompt, request_mode, sampling, system),
+                        result,
+                        on_chunk,
+                        prompt_index,
+                        model_index,
+                        cancel,
+                    )
         finally:
             engine.close()
 

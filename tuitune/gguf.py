@@ -102,20 +102,44 @@ class GGUFInfo:
 
 
 class _Reader:
+    """Sequential reads over a file through a growing in-memory buffer (headers are parsed, never mapped).
+
+    The vocabulary array alone holds up to ~260k strings; walking it with one ``read`` call per string
+    took ~0.3 s for Gemma, in memory it takes a few milliseconds.
+    """
+
+    _CHUNK = 4 * 1024 * 1024
+
     def __init__(self, handle: BinaryIO, path: Path):
         self.handle = handle
         self.path = path
+        self.buffer = bytearray()
+        self.pos = 0
+
+    def _fill(self, size: int) -> None:
+        while len(self.buffer) - self.pos < size:
+            data = self.handle.read(max(self._CHUNK, size))
+            if not data:
+                raise ModelFileError(
+                    f"{self.path} is truncated inside its GGUF header: re-download or reinstall the model"
+                )
+            self.buffer += data
+
+    def tell(self) -> int:
+        return self.pos
 
     def read(self, size: int) -> bytes:
-        data = self.handle.read(size)
-        if len(data) != size:
-            raise ModelFileError(
-                f"{self.path} is truncated inside its GGUF header: re-download or reinstall the model"
-            )
+        self._fill(size)
+        data = bytes(self.buffer[self.pos : self.pos + size])
+        self.pos += size
         return data
 
     def unpack(self, fmt: str) -> Any:
-        return struct.unpack(fmt, self.read(struct.calcsize(fmt)))[0]
+        size = struct.calcsize(fmt)
+        self._fill(size)
+        value = struct.unpack_from(fmt, self.buffer, self.pos)[0]
+        self.pos += size
+        return value
 
     def string(self) -> str:
         length = self.unpack("<Q")
@@ -132,12 +156,23 @@ class _Reader:
 
     def skip_value(self, value_type: int, count: int) -> None:
         if value_type in _SCALARS:
-            self.handle.seek(struct.calcsize(_SCALARS[value_type]) * count, 1)
+            size = struct.calcsize(_SCALARS[value_type]) * count
+            self._fill(size)
+            self.pos += size
             return
         if value_type != _STRING:
             raise ModelFileError(f"{self.path} has a corrupt GGUF header (array of type {value_type})")
+        unpack_length = struct.Struct("<Q").unpack_from
+        buffer, pos = self.buffer, self.pos  # a bytearray grows in place, so the alias stays valid
         for _ in range(count):
-            self.handle.seek(self.unpack("<Q"), 1)
+            if len(buffer) - pos < 8:
+                self.pos = pos
+                self._fill(8)
+            pos += 8 + unpack_length(buffer, pos)[0]
+            if pos > len(buffer):
+                self.pos = pos
+                self._fill(0)
+        self.pos = pos
 
 
 def read_gguf(path: str | Path) -> GGUFInfo:
@@ -193,7 +228,7 @@ def read_gguf(path: str | Path) -> GGUFInfo:
                 elements *= dim
             data_end = max(data_end, offset + elements // block[0] * block[1])
         alignment = int(metadata.get("general.alignment", DEFAULT_ALIGNMENT))
-        header_end = handle.tell()
+        header_end = reader.tell()
     data_start = (header_end + alignment - 1) // alignment * alignment
     expected = data_start + data_end if size_known else None
     info = GGUFInfo(path, version, metadata, tensor_count, file_size, expected, array_lengths)

@@ -50,7 +50,7 @@ def load_suite(path: str | Path) -> Suite:
         raise SuiteError(f"{path}: TOML syntax error: {error}") from None
     raw_prompts = data.get("prompt")
     if not isinstance(raw_prompts, list) or not raw_prompts:
-        raise SuiteError(f"{path}: no prompts; add [[prompt]] tables with text = \"…\"")
+        raise SuiteError(f'{path}: no prompts; add [[prompt]] tables with text = "…"')
     lines = _prompt_lines(text)
     prompts: list[SuitePrompt] = []
     for index, raw in enumerate(raw_prompts):
@@ -59,18 +59,24 @@ def load_suite(path: str | Path) -> Suite:
             raise SuiteError(f"{where}: each [[prompt]] must be a table")
         unknown = set(raw) - _PROMPT_FIELDS
         if unknown:
-            raise SuiteError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(_PROMPT_FIELDS))}")
+            raise SuiteError(
+                f"{where}: unknown field(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(_PROMPT_FIELDS))}"
+            )
         mode = raw.get("mode")
         if mode not in (None, "raw", "chat"):
             raise SuiteError(f"{where}: mode must be raw or chat")
         messages: list[Message] = []
         for number, message in enumerate(raw.get("messages", []), 1):
-            if not isinstance(message, dict) or message.get("role") not in _ROLES or not isinstance(message.get("content"), str):
+            if (
+                not isinstance(message, dict)
+                or message.get("role") not in _ROLES
+                or not isinstance(message.get("content"), str)
+            ):
                 raise SuiteError(f"{where}: message {number} needs role ({'/'.join(_ROLES)}) and content")
             messages.append(Message(message["role"], message["content"]))
         prompt_text = raw.get("text")
         if prompt_text is None and not messages:
-            raise SuiteError(f"{where}: needs text = \"…\" or messages = [...]")
+            raise SuiteError(f'{where}: needs text = "…" or messages = [...]')
         if prompt_text is not None and (not isinstance(prompt_text, str) or not prompt_text.strip()):
             raise SuiteError(f"{where}: text must be a non-empty string")
         if prompt_text is None:  # raw mode sends the conversation's user turns as plain text

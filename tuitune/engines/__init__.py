@@ -13,8 +13,16 @@ from tuitune.engines.base import Engine, Generation, Message, Mode, Request, Sam
 from tuitune.errors import ModelNotFoundError
 
 __all__ = [
-    "Engine", "Generation", "Message", "Mode", "Request", "Sampling", "Stats",
-    "ResolvedModel", "resolve_model", "open_engine",
+    "Engine",
+    "Generation",
+    "Message",
+    "Mode",
+    "Request",
+    "ResolvedModel",
+    "Sampling",
+    "Stats",
+    "open_engine",
+    "resolve_model",
 ]  # fmt: skip
 
 

@@ -8,10 +8,8 @@ back between tokens, and can stop at once when a request is cancelled.
 from __future__ import annotations
 
 import codecs
-import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import redirect_stderr
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,6 @@ from tuitune.gguf import GGUFInfo, read_gguf
 
 DEFAULT_CONTEXT = 4096
 GGUF_TEMPLATE = "gguf template"
-_load_lock = threading.Lock()  # loads redirect Python's sys.stderr to the log; one at a time
 
 
 def split_at_stop(text: str, stops: Sequence[str]) -> tuple[str, str, bool]:
@@ -82,7 +79,7 @@ class LlamaCppEngine:
 
         self._llama_cpp = llama_cpp
         threads = self.budget.threads()
-        with _load_lock, redirect_stderr(llama_log.log_handle()):
+        with llama_log.python_stderr_to_log():
             try:
                 llm = llama_cpp.Llama(
                     model_path=str(self.path),
@@ -151,7 +148,7 @@ class LlamaCppEngine:
             )
         try:
             text, stops, add_bos = self.render_chat(request.messages)
-        except Exception as error:  # noqa: BLE001 - a broken template is the model's fault, not a crash
+        except Exception as error:
             raise TuituneError(f"{self.model_id}'s chat template failed to render: {error}") from None
         return self.tokenize(text, add_bos=add_bos), stops
 
