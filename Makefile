@@ -5,12 +5,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tuitune-installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench train-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	# llama-cpp-python compiles llama.cpp on first install (10–15 min on 2 cores); pip caches the wheel.
+	@echo "Installing tuitune into $(VENV)/ — the first time, llama-cpp-python compiles llama.cpp (10-15 min on 2 cores);"
+	@echo "pip caches the built wheel, so later installs take seconds."
 	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/python -m pip install --quiet -e '.[demo,dev]'
 	touch $(STAMP)
 
@@ -27,6 +28,12 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_engine.py
 	$(BIN)/python bench/bench_compare.py
+
+# LoRA training needs torch. `torch==2.13.0` resolves to the local CPU build; installing it first means the
+# `train` extra's `torch>=2.13.0` is already satisfied and pip never fetches torch's CUDA wheels.
+train-deps: $(STAMP)
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[demo,dev,train]'
 
 clean:
 	rm -rf $(VENV)

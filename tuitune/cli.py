@@ -353,7 +353,7 @@ def _repl(engine, model_id: str, mode: str, sampling, system: str | None) -> int
         for notice in generation.notices:
             print(style.dim(f"note: {inert(notice)}"))
         print(style.dim(stats_line(generation.stats)))
-        if mode == "chat":
+        if mode == "chat" and generation.text:  # a stopped answer keeps what was shown; an empty one is dropped
             history += [Message("user", line), Message("assistant", generation.text)]
 
 
