@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/tuitune compare "Tell me how to train my dog to sit" --models gemma-3-270m,smollm2-135m-instruct --temperature 0
+	$(BIN)/tuitune
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

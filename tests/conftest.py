@@ -87,3 +87,9 @@ def run_cli(*args: str, input: str | None = None, env: dict[str, str] | None = N
         cwd=REPO,
         env={**os.environ, **(env or {})},
     )
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests (``@pytest.mark.anyio``) run on asyncio, which Textual needs."""
+    return "asyncio"

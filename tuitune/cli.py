@@ -398,6 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f'Try: tuitune compare "{DOG_PROMPT}" --models {DEMO_PAIR}',
     )
     parser.add_argument("--version", action="version", version=f"tuitune {__version__}")
+    parser.add_argument("--compare", metavar="A,B", help="open the TUI's Compare screen with these models")
+    parser.add_argument("--prompt", metavar="TEXT", help="with --compare: send this prompt at start")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     models = commands.add_parser("models", help="list the model catalog")
@@ -427,13 +429,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run_tui(args: argparse.Namespace) -> int:
+    if args.prompt and not args.compare:
+        raise TuituneError("--prompt goes with --compare A,B")
+    models = [m.strip() for m in (args.compare or "").split(",") if m.strip()] or None
+    if models:
+        from tuitune.catalog import load_catalog
+        from tuitune.engines import resolve_model
+
+        catalog = load_catalog()
+        for model in models:
+            resolve_model(model, catalog)  # unknown ids fail here, before the screen opens
+        if len(models) > 4:
+            raise TuituneError(f"Compare shows at most 4 panes, got {len(models)}")
+    from tuitune.tui import run_tui
+
+    return run_tui(compare_models=models, prompt=args.prompt)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 0
     try:
+        if not getattr(args, "func", None):
+            return _run_tui(args)
         return args.func(args)
     except TuituneError as error:
         print(f"tuitune: error: {error}", file=sys.stderr)

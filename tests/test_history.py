@@ -1,0 +1,454 @@
+"""The history store on real SQLite files: round trips, search, votes, exports, corruption, threads and a real crash."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from tuitune.errors import TuituneError
+from tuitune.history import (
+    HistoryError,
+    HistoryStore,
+    Pane,
+    default_history_path,
+    export_json,
+    export_markdown,
+    title_from_prompt,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+BASE, CHAT = "gemma-3-270m", "smollm2-135m-instruct"
+STATS = {
+    "prompt_tokens": 10,
+    "completion_tokens": 60,
+    "ttft_s": 0.123,
+    "decode_tokens_per_s": 41.8,
+    "finish_reason": "length",
+}
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    with HistoryStore(tmp_path / "history.sqlite3") as opened:
+        yield opened
+
+
+def make_compare(store: HistoryStore, prompt: str = "Tell me how to train my dog to sit") -> int:
+    """A two-pane comparison with one answered turn, the prompt stored in each pane as the TUI does."""
+    panes = [Pane(0, BASE, "raw"), Pane(1, CHAT, "chat", {"temperature": 0.2}, adapter_scale=0.5)]
+    cid = store.create_conversation("compare", title_from_prompt(prompt), panes, {"temperature": 0.7, "seed": 42})
+    for pane, answer in ((0, " on a chair?"), (1, "Training a dog to sit")):
+        store.add_message(cid, pane, 0, "user", prompt)
+        mid = store.add_message(cid, pane, 0, "assistant", "", status="streaming")
+        store.update_message(mid, answer, status="done", stats=STATS)
+    return cid
+
+
+def test_default_path_is_in_the_data_dir(tuitune_dirs: dict[str, Path]):
+    assert default_history_path() == tuitune_dirs["data"] / "history.sqlite3"
+    with HistoryStore() as store:
+        assert store.path.exists()
+
+
+def test_new_database_is_wal_and_versioned(store: HistoryStore):
+    db = sqlite3.connect(store.path)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    db.close()
+
+
+def test_chat_round_trip_survives_reopening(tmp_path: Path):
+    path = tmp_path / "h.sqlite3"
+    with HistoryStore(path) as store:
+        cid = store.create_conversation("chat", "Mars", [Pane(0, CHAT, "chat")], {"temperature": 0.7})
+        store.add_message(cid, 0, 0, "system", "Be brief.")
+        store.add_message(cid, 0, 0, "user", "What do you think of Mars?")
+        store.add_message(cid, 0, 0, "assistant", "Red.")
+        store.add_message(cid, 0, 1, "user", "Why?")
+    with HistoryStore(path) as store:
+        conversation = store.load(cid)
+    assert (conversation.kind, conversation.title, conversation.params) == ("chat", "Mars", {"temperature": 0.7})
+    assert conversation.panes == [Pane(0, CHAT, "chat", {}, None)]
+    assert [(m.turn, m.role, m.content, m.status) for m in conversation.messages] == [
+        (0, "system", "Be brief.", "done"),
+        (0, "user", "What do you think of Mars?", "done"),
+        (0, "assistant", "Red.", "done"),
+        (1, "user", "Why?", "done"),
+    ]
+    assert all(m.model == CHAT and m.mode == "chat" for m in conversation.messages)
+    assert conversation.created_at.endswith("+00:00") and conversation.updated_at >= conversation.created_at
+
+
+def test_compare_round_trip(store: HistoryStore):
+    conversation = store.load(make_compare(store))
+    assert conversation.kind == "compare" and conversation.title == "Tell me how to train my dog to sit"
+    assert conversation.params == {"temperature": 0.7, "seed": 42}
+    assert conversation.panes[1] == Pane(1, CHAT, "chat", {"temperature": 0.2}, 0.5)
+    answers = [m for m in conversation.messages if m.role == "assistant"]
+    assert [(m.pane_index, m.content, m.stats) for m in answers] == [
+        (0, " on a chair?", STATS),
+        (1, "Training a dog to sit", STATS),
+    ]
+    assert [m.role for m in conversation.pane_messages(1)] == ["user", "assistant"]
+
+
+def test_streaming_updates_replace_the_text_and_touch_the_conversation(store: HistoryStore):
+    cid = store.create_conversation("chat", "t", [Pane(0, CHAT, "chat")])
+    mid = store.add_message(cid, 0, 0, "assistant", "", status="streaming")
+    before = store.load(cid).updated_at
+    text = ""
+    for word in ["Training", " a", " dog"]:
+        text += word
+        assert store.update_message(mid, text) is True
+        message = store.load(cid).messages[0]
+        assert (message.content, message.status) == (text, "streaming")
+    store.update_message(mid, text + " takes patience.", status="error", stats=STATS, error="engine crashed")
+    loaded = store.load(cid)
+    message = loaded.messages[0]
+    assert (message.content, message.status, message.stats, message.error) == (
+        "Training a dog takes patience.",
+        "error",
+        STATS,
+        "engine crashed",
+    )
+    assert loaded.updated_at > before and message.updated_at > message.created_at
+    store.update_message(mid, message.content)  # None leaves status, stats and error alone
+    again = store.load(cid).messages[0]
+    assert (again.status, again.stats, again.error) == ("error", STATS, "engine crashed")
+    with pytest.raises(ValueError, match="status"):
+        store.update_message(mid, "x", status="finished")
+
+
+def test_update_of_a_deleted_message_reports_false(store: HistoryStore):
+    cid = store.create_conversation("chat", "t", [Pane(0, CHAT, "chat")])
+    mid = store.add_message(cid, 0, 0, "assistant", "", status="streaming")
+    store.delete(cid)
+    assert store.update_message(mid, "late token") is False
+
+
+def test_search_by_title_model_and_content_newest_first(store: HistoryStore):
+    dog = make_compare(store)
+    mars = store.create_conversation("chat", "Mars", [Pane(0, "qwen-0.5b", "chat")])
+    store.add_message(mars, 0, 0, "user", "100% sure about snake_case?")
+    assert [s.id for s in store.list_conversations()] == [mars, dog]
+    summary = store.list_conversations()[1]
+    assert (summary.kind, summary.title, summary.models, summary.message_count) == (
+        "compare",
+        "Tell me how to train my dog to sit",
+        [BASE, CHAT],
+        4,
+    )
+    assert [s.id for s in store.list_conversations("TRAIN MY")] == [dog]  # title, case-insensitive
+    assert [s.id for s in store.list_conversations("smollm2")] == [dog]  # model name
+    assert [s.id for s in store.list_conversations("on a chair")] == [dog]  # answer text
+    assert [s.id for s in store.list_conversations("qwen")] == [mars]
+    assert [s.id for s in store.list_conversations("100%")] == [mars]
+    assert [s.id for s in store.list_conversations("%")] == [mars]  # a literal percent sign, not "anything"
+    assert store.list_conversations("M_rs") == [] and store.list_conversations("train%dog") == []
+    assert [s.id for s in store.list_conversations("snake_case")] == [mars]
+    assert len(store.list_conversations("  ")) == 2 and len(store.list_conversations(limit=1)) == 1
+    store.add_message(dog, 0, 1, "user", "again")  # activity moves it to the top
+    assert [s.id for s in store.list_conversations()] == [dog, mars]
+
+
+def test_rename(store: HistoryStore):
+    cid = store.create_conversation("chat", "old", [Pane(0, CHAT, "chat")])
+    store.rename(cid, "new")
+    assert store.load(cid).title == "new"
+    assert [s.title for s in store.list_conversations("new")] == ["new"]
+    with pytest.raises(HistoryError, match="no conversation 999"):
+        store.rename(999, "x")
+
+
+def test_delete_cascades_to_panes_messages_and_votes(store: HistoryStore):
+    cid = make_compare(store)
+    keep = make_compare(store)
+    store.record_vote(cid, 0, "a")
+    store.delete(cid)
+    store.delete(cid)  # already gone: not an error
+    with pytest.raises(HistoryError, match=f"no conversation {cid}"):
+        store.load(cid)
+    db = sqlite3.connect(store.path)
+    for table in ("panes", "messages", "votes"):
+        assert db.execute(f"SELECT count(*) FROM {table} WHERE conversation_id = ?", (cid,)).fetchone()[0] == 0
+    db.close()
+    assert len(store.load(keep).messages) == 4
+
+
+def test_set_panes_keeps_the_model_each_message_was_written_with(store: HistoryStore):
+    cid = make_compare(store)
+    store.set_panes(cid, [Pane(0, BASE, "raw"), Pane(1, "qwen-0.5b", "raw")])
+    store.add_message(cid, 1, 1, "assistant", "new answer")
+    conversation = store.load(cid)
+    assert [p.model for p in conversation.panes] == [BASE, "qwen-0.5b"]
+    assert [(m.model, m.mode) for m in conversation.pane_messages(1)] == [
+        (CHAT, "chat"),
+        (CHAT, "chat"),
+        ("qwen-0.5b", "raw"),
+    ]
+    with pytest.raises(ValueError, match="distinct"):
+        store.set_panes(cid, [Pane(0, BASE, "raw"), Pane(0, CHAT, "chat")])
+    with pytest.raises(ValueError, match="mode"):
+        store.set_panes(cid, [Pane(0, BASE, "base")])
+
+
+def test_votes_replace_and_tally(store: HistoryStore):
+    first, second, third = make_compare(store), make_compare(store), make_compare(store)
+    store.record_vote(first, 0, "b")
+    store.record_vote(first, 0, "a")  # replaces the 'b'
+    store.record_vote(second, 0, "b")
+    store.record_vote(third, 0, "tie")
+    store.add_message(third, 0, 1, "user", "more")
+    store.record_vote(third, 1, "bad")
+    assert [(v.turn, v.verdict, v.model_a, v.model_b) for v in store.load(first).votes] == [(0, "a", BASE, CHAT)]
+    chat = store.create_conversation("chat", "c", [Pane(0, CHAT, "chat"), Pane(1, BASE, "raw")])
+    store.record_vote(chat, 0, "a")  # not a comparison: not counted
+    single = store.create_conversation("compare", "one pane", [Pane(0, CHAT, "chat")])
+    store.record_vote(single, 0, "a")  # no opponent: not counted
+    expected = {"wins": 1, "losses": 1, "ties": 1, "bad": 1}
+    assert store.vote_tally() == {BASE: expected, CHAT: expected}
+    store.set_panes(second, [Pane(0, "qwen-0.5b", "raw"), Pane(1, CHAT, "chat")])  # a later switch…
+    assert store.vote_tally() == {BASE: expected, CHAT: expected}  # …does not rewrite who was voted on
+    with pytest.raises(ValueError, match="verdict"):
+        store.record_vote(first, 0, "A")
+
+
+def test_delete_messages_from_drops_one_pane_from_that_turn_on(store: HistoryStore):
+    cid = make_compare(store)
+    for pane in (0, 1):
+        store.add_message(cid, pane, 1, "user", "and then?")
+        store.add_message(cid, pane, 1, "assistant", f"pane {pane} turn 1")
+    store.record_vote(cid, 0, "a")
+    store.record_vote(cid, 1, "b")
+    assert store.delete_messages_from(cid, 1, 1) == 2
+    conversation = store.load(cid)
+    assert [(m.turn, m.role) for m in conversation.pane_messages(1)] == [(0, "user"), (0, "assistant")]
+    assert len(conversation.pane_messages(0)) == 4
+    assert [v.turn for v in conversation.votes] == [0]  # the vote on the regenerated turn no longer applies
+    assert store.delete_messages_from(cid, 0, 0) == 4
+    assert [m.pane_index for m in store.load(cid).messages] == [1, 1]
+
+
+def test_recover_interrupted_cancels_streaming_and_keeps_text(store: HistoryStore):
+    cid = store.create_conversation("chat", "t", [Pane(0, CHAT, "chat")])
+    done = store.add_message(cid, 0, 0, "assistant", "complete")
+    streaming = store.add_message(cid, 0, 1, "assistant", "", status="streaming")
+    store.update_message(streaming, "half an ans")
+    assert store.recover_interrupted() == 1
+    assert store.recover_interrupted() == 0
+    statuses = {m.id: (m.content, m.status) for m in store.load(cid).messages}
+    assert statuses == {done: ("complete", "done"), streaming: ("half an ans", "cancelled")}
+
+
+def test_export_json_is_complete_and_serialisable(store: HistoryStore):
+    cid = make_compare(store)
+    store.record_vote(cid, 0, "b")
+    data = json.loads(json.dumps(export_json(store.load(cid))))
+    assert data["kind"] == "compare" and data["params"] == {"temperature": 0.7, "seed": 42}
+    assert data["panes"][1] == {
+        "index": 1,
+        "model": CHAT,
+        "mode": "chat",
+        "params": {"temperature": 0.2},
+        "adapter_scale": 0.5,
+    }
+    assert [m["content"] for m in data["messages"] if m["role"] == "assistant"] == [
+        " on a chair?",
+        "Training a dog to sit",
+    ]
+    assert data["messages"][1]["stats"] == STATS
+    assert data["votes"][0]["verdict"] == "b" and data["votes"][0]["model_b"] == CHAT
+
+
+def test_export_markdown_compare(store: HistoryStore):
+    cid = make_compare(store)
+    store.add_message(cid, 0, 1, "user", "Hostile")
+    mid = store.add_message(cid, 0, 1, "assistant", "", status="streaming")
+    store.update_message(mid, "ok\x1b]52;c;cm0gLXJmIH4=\x07 **bold** stays", status="cancelled")
+    store.record_vote(cid, 0, "b")
+    markdown = export_markdown(store.load(cid))
+    assert markdown.startswith("# Tell me how to train my dog to sit\n\ncompare · ")
+    assert "temperature=0.7" in markdown
+    assert markdown.count("Tell me how to train my dog to sit") == 2  # title + the prompt once, not once per pane
+    assert (
+        f"### {BASE} · raw\n\n on a chair?\n" in markdown and f"### {CHAT} · chat\n\nTraining a dog to sit" in markdown
+    )
+    assert "*10 prompt tokens · 60 generated · first token 0.12 s · 41.8 tok/s · length*" in markdown
+    assert "## Turn 2" in markdown and "*stopped*" in markdown
+    assert "ok␛]52;c;cm0gLXJmIH4=␇ **bold** stays" in markdown  # kept as written, but inert
+    assert "\x1b" not in markdown and "\x07" not in markdown
+    assert f"- turn 1: B ({CHAT}) better" in markdown
+
+
+def test_export_markdown_chat(store: HistoryStore):
+    cid = store.create_conversation("chat", "Mars\x9b31m", [Pane(0, CHAT, "chat")])
+    store.add_message(cid, 0, 0, "user", "What do you think of Mars?")
+    mid = store.add_message(cid, 0, 0, "assistant", "", status="streaming")
+    store.update_message(mid, "It is red.\x1b[2J", status="done", stats=STATS)
+    markdown = export_markdown(store.load(cid))
+    assert markdown.startswith("# Mars<0x9b>31m\n\nchat · ")
+    assert "**user**\n\nWhat do you think of Mars?\n\n**assistant**\n\nIt is red.␛[2J\n\n*10 prompt tokens" in markdown
+    assert "\x1b" not in markdown and "\x9b" not in markdown
+
+
+def test_secrets_are_never_stored(store: HistoryStore):
+    params = {
+        "temperature": 0.7,
+        "max_tokens": 256,
+        "API_KEY": "sk-1",
+        "openai-api-key": "sk-2",
+        "headers": {"Authorization": "Bearer sk-3", "Accept": "json"},
+        "token": "sk-4",
+        "hf_token": "sk-5",
+        "eos_token": "</s>",
+    }
+    cid = store.create_conversation("compare", "t", [Pane(0, CHAT, "chat", {"apiKey": "sk-6", "top_k": 40})], params)
+    store.set_panes(cid, [Pane(0, CHAT, "chat", {"Access-Token": "sk-7", "top_p": 0.9})])
+    conversation = store.load(cid)
+    assert conversation.params == {
+        "temperature": 0.7,
+        "max_tokens": 256,
+        "headers": {"Accept": "json"},
+        "eos_token": "</s>",
+    }
+    assert conversation.panes[0].params == {"top_p": 0.9}
+    assert b"sk-" not in store.path.read_bytes() + store.path.with_name(store.path.name + "-wal").read_bytes()
+
+
+def test_title_from_prompt():
+    assert title_from_prompt("\n  Tell me   how\nsecond line") == "Tell me how"
+    long = title_from_prompt("word " * 30)
+    assert len(long) == 60 and long.endswith("…") and long.startswith("word word")
+    assert title_from_prompt("x" * 60) == "x" * 60
+    assert title_from_prompt("  \n ") == ""
+
+
+def test_invalid_arguments_are_rejected(store: HistoryStore):
+    with pytest.raises(ValueError, match="kind"):
+        store.create_conversation("duel", "t", [])
+    cid = store.create_conversation("chat", "t", [Pane(0, CHAT, "chat")])
+    with pytest.raises(ValueError, match="role"):
+        store.add_message(cid, 0, 0, "bot", "hi")
+    with pytest.raises(HistoryError, match="no conversation 999"):
+        store.add_message(999, 0, 0, "user", "hi")
+
+
+def test_corrupt_file_is_reported_and_left_untouched(tmp_path: Path):
+    path = tmp_path / "history.sqlite3"
+    garbage = b"not sqlite" + os.urandom(8192)
+    path.write_bytes(garbage)
+    with pytest.raises(HistoryError) as raised:
+        HistoryStore(path)
+    assert isinstance(raised.value, TuituneError)
+    assert str(path) in str(raised.value) and "move it aside" in str(raised.value).lower()
+    assert path.read_bytes() == garbage
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["history.sqlite3"]  # no journal or WAL left beside it
+
+
+def test_newer_schema_and_foreign_databases_are_refused(tmp_path: Path):
+    newer = tmp_path / "newer.sqlite3"
+    with HistoryStore(newer):
+        pass
+    db = sqlite3.connect(newer)
+    db.execute("PRAGMA user_version = 99")
+    db.close()
+    with pytest.raises(HistoryError, match="newer tuitune"):
+        HistoryStore(newer)
+    foreign = tmp_path / "foreign.sqlite3"
+    db = sqlite3.connect(foreign)
+    db.execute("CREATE TABLE recipes (name TEXT)")
+    db.close()
+    with pytest.raises(HistoryError, match="not a tuitune history"):
+        HistoryStore(foreign)
+    assert sqlite3.connect(foreign).execute("SELECT count(*) FROM recipes").fetchone() == (0,)
+
+
+def test_concurrent_writers_and_a_reader(store: HistoryStore):
+    cid = store.create_conversation("compare", "race", [Pane(0, BASE, "raw"), Pane(1, CHAT, "chat")])
+    ids = [store.add_message(cid, pane, 0, "assistant", "", status="streaming") for pane in (0, 1)]
+    start = threading.Barrier(3)
+    errors: list[BaseException] = []
+
+    def stream(message_id: int, word: str) -> None:
+        try:
+            start.wait()
+            for i in range(200):
+                store.update_message(message_id, f"{word} " * (i + 1), status="done" if i == 199 else None)
+        except BaseException as exc:
+            errors.append(exc)
+
+    def browse() -> None:
+        try:
+            start.wait()
+            for _ in range(100):
+                store.list_conversations("race")
+                store.load(cid)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=stream, args=(ids[0], "base")),
+        threading.Thread(target=stream, args=(ids[1], "chat")),
+    ]
+    threads.append(threading.Thread(target=browse))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    messages = store.load(cid).messages
+    assert [(m.content, m.status) for m in messages] == [("base " * 200, "done"), ("chat " * 200, "done")]
+
+
+def test_kill_9_mid_answer_keeps_the_streamed_text(tmp_path: Path):
+    path = tmp_path / "history.sqlite3"
+    script = textwrap.dedent(
+        """
+        import sys, time
+        from pathlib import Path
+        from tuitune.history import HistoryStore, Pane
+
+        store = HistoryStore(Path(sys.argv[1]))
+        cid = store.create_conversation("chat", "crash", [Pane(0, "smollm2-135m-instruct", "chat")])
+        store.add_message(cid, 0, 0, "user", "Tell me a story")
+        mid = store.add_message(cid, 0, 0, "assistant", "", status="streaming")
+        store.update_message(mid, "Once upon")
+        store.update_message(mid, "Once upon a time")
+        print("ready", flush=True)
+        time.sleep(120)
+        """
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, str(path)],
+        cwd=REPO,
+        env=os.environ.copy(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = process.stdout.readline() if process.stdout else ""
+        if line.strip() != "ready":
+            process.kill()
+            pytest.fail(f"child did not get ready: {line!r} {process.communicate()[1]}")
+        process.kill()  # SIGKILL: no atexit, no close(), no checkpoint
+        assert process.wait(timeout=10) == -9
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+    with HistoryStore(path) as store:
+        (summary,) = store.list_conversations()
+        answer = store.load(summary.id).messages[-1]
+        assert (answer.content, answer.status) == ("Once upon a time", "streaming")
+        assert store.recover_interrupted() == 1
+        answer = store.load(summary.id).messages[-1]
+        assert (answer.content, answer.status) == ("Once upon a time", "cancelled")

@@ -1,0 +1,57 @@
+"""Helpers for pilot tests: a scripted-engine app and waiting for panes to finish."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from tuitune.engines.scripted import ScriptedEngine
+from tuitune.errors import TuituneError
+from tuitune.tui.app import TuituneApp
+
+
+class ScriptedModels:
+    """An engine factory handing out ScriptedEngines by model id; remembers them for assertions."""
+
+    def __init__(
+        self, answers: dict[str, list[str]] | None = None, delay_s: float = 0.0, fail: dict[str, str] | None = None
+    ):
+        self.answers = answers or {}
+        self.delay_s = delay_s
+        self.fail = fail or {}
+        self.engines: dict[str, ScriptedEngine] = {}
+        self.opened: list[str] = []
+
+    def __call__(self, model_id: str) -> ScriptedEngine:
+        self.opened.append(model_id)
+        if model_id in self.fail:
+            raise TuituneError(self.fail[model_id])
+        engine = ScriptedEngine(model_id, self.answers.get(model_id), delay_s=self.delay_s)
+        self.engines[model_id] = engine
+        return engine
+
+
+def scripted_app(tmp_path: Path, models: ScriptedModels | None = None, **kwargs) -> tuple[TuituneApp, ScriptedModels]:
+    models = models or ScriptedModels()
+    app = TuituneApp(engine_factory=models, history_path=tmp_path / "history.sqlite3", **kwargs)
+    return app, models
+
+
+async def wait_idle(pilot, app: TuituneApp, timeout: float = 60.0) -> None:
+    """Wait until no pane of the current screen is generating (and the last messages were handled)."""
+    deadline = time.monotonic() + timeout
+    await pilot.pause(0.05)
+    while time.monotonic() < deadline:
+        panes = getattr(app.screen, "panes", [])
+        if panes and not any(pane.busy for pane in panes):
+            await pilot.pause(0.05)
+            return
+        await pilot.pause(0.05)
+    raise AssertionError("panes still busy after timeout")
+
+
+async def type_and_send(pilot, text: str) -> None:
+    await pilot.click("#prompt")
+    for char in text:
+        await pilot.press("space" if char == " " else char)
+    await pilot.press("enter")

@@ -1,0 +1,521 @@
+"""Every chat and comparison in one SQLite file, saved while it streams so a crash loses nothing already shown.
+
+Each call is its own committed transaction. With WAL and ``synchronous=NORMAL`` a killed process keeps every
+commit (only a power cut can lose the last few). Generation threads write partial answers while the UI
+thread reads, so one connection is shared under a lock. A file that cannot be read is never deleted or
+recreated: the user is told to move it aside.
+
+In a comparison each pane keeps its own history, so a turn's prompt may be stored in every pane (same turn
+number) or in one; the Markdown export shows each distinct prompt of a turn once.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tuitune.errors import TuituneError
+from tuitune.paths import app_dirs
+from tuitune.safe_text import inert
+
+KINDS = ("chat", "compare")
+MODES = ("raw", "chat")
+ROLES = ("system", "user", "assistant")
+STATUSES = ("streaming", "done", "cancelled", "error")
+VERDICTS = ("a", "b", "tie", "bad")
+MAX_PANES = 4
+# Matched against lower-cased keys with "-" as "_": api_key, X-Api-Key, Authorization, hf_token… but not max_tokens.
+_SECRET_KEY = re.compile(r"api_?key|authori[sz]ation|^(access_|auth_|bearer_|api_|hf_)?token$|secret|password")
+
+# _MIGRATIONS[n] takes the schema from user_version n to n + 1. Append new steps; never edit a released one.
+_MIGRATIONS = (
+    """
+    CREATE TABLE conversations (id INTEGER PRIMARY KEY, kind TEXT NOT NULL CHECK (kind IN ('chat', 'compare')),
+        title TEXT NOT NULL, params TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+    CREATE INDEX conversations_by_update ON conversations (updated_at);
+    CREATE TABLE panes (conversation_id INTEGER NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+        idx INTEGER NOT NULL CHECK (idx BETWEEN 0 AND 3), model TEXT NOT NULL,
+        mode TEXT NOT NULL CHECK (mode IN ('raw', 'chat')), params TEXT NOT NULL, adapter_scale REAL,
+        PRIMARY KEY (conversation_id, idx));
+    CREATE TABLE messages (id INTEGER PRIMARY KEY,
+        conversation_id INTEGER NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+        pane_index INTEGER NOT NULL, turn INTEGER NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant')), content TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('streaming', 'done', 'cancelled', 'error')),
+        stats TEXT NOT NULL DEFAULT '{}', error TEXT, model TEXT, mode TEXT,
+        created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+    CREATE INDEX messages_by_pane ON messages (conversation_id, pane_index, turn);
+    CREATE TABLE votes (conversation_id INTEGER NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+        turn INTEGER NOT NULL, verdict TEXT NOT NULL CHECK (verdict IN ('a', 'b', 'tie', 'bad')),
+        model_a TEXT, model_b TEXT, created_at TEXT NOT NULL, PRIMARY KEY (conversation_id, turn));
+    """,
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+class HistoryError(TuituneError):
+    """The history database cannot be read or written, or holds no such conversation."""
+
+
+@dataclass
+class Pane:
+    """One column of a conversation: the model, how it is prompted, and its own sampling overrides."""
+
+    index: int
+    model: str
+    mode: str
+    params: dict[str, Any] = field(default_factory=dict)
+    adapter_scale: float | None = None
+
+
+@dataclass
+class Message:
+    """One message of one pane. ``model``/``mode`` are the pane's when it was added: a pane can switch later."""
+
+    id: int
+    pane_index: int
+    turn: int
+    role: str
+    content: str
+    status: str
+    stats: dict[str, Any]
+    error: str | None
+    created_at: str
+    updated_at: str
+    model: str | None = None
+    mode: str | None = None
+
+
+@dataclass
+class Vote:
+    """The user's verdict on one turn of a comparison, with the models of panes 0 and 1 when it was cast."""
+
+    turn: int
+    verdict: str
+    created_at: str
+    model_a: str | None = None
+    model_b: str | None = None
+
+
+@dataclass
+class Conversation:
+    id: int
+    kind: str
+    title: str
+    created_at: str
+    updated_at: str
+    params: dict[str, Any]
+    panes: list[Pane]
+    messages: list[Message]
+    votes: list[Vote]
+
+    def pane_messages(self, pane_index: int) -> list[Message]:
+        """One pane's history in order, as an engine needs it for the next turn."""
+        return sorted((m for m in self.messages if m.pane_index == pane_index), key=lambda m: (m.turn, m.id))
+
+
+@dataclass
+class ConversationSummary:
+    id: int
+    kind: str
+    title: str
+    updated_at: str
+    models: list[str]  # distinct, in pane order
+    message_count: int
+
+
+def default_history_path() -> Path:
+    return app_dirs().data / "history.sqlite3"
+
+
+def title_from_prompt(text: str, limit: int = 60) -> str:
+    """A list-friendly title: the prompt's first non-blank line, whitespace collapsed, cut with an ellipsis."""
+    line = next((" ".join(line.split()) for line in text.splitlines() if line.strip()), "")
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
+
+
+def _now() -> str:
+    """ISO-8601 UTC with fixed microsecond precision, so the strings sort in time order."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def _without_secrets(value: Any) -> Any:
+    """``value`` minus any key that names a credential: a safety net, params must never persist an API key."""
+    if isinstance(value, dict):
+        return {
+            key: _without_secrets(item)
+            for key, item in value.items()
+            if not _SECRET_KEY.search(str(key).lower().replace("-", "_"))
+        }
+    if isinstance(value, list | tuple):
+        return [_without_secrets(item) for item in value]
+    return value
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, default=str)  # a stray non-JSON stat must not cost the answer being saved
+
+
+def _check(value: str, allowed: tuple[str, ...], what: str) -> None:
+    if value not in allowed:
+        raise ValueError(f"{what} must be one of {', '.join(allowed)}, not {value!r}")
+
+
+def _check_panes(panes: list[Pane]) -> None:
+    indexes = [pane.index for pane in panes]
+    if len(set(indexes)) != len(indexes) or not all(0 <= i < MAX_PANES for i in indexes):
+        raise ValueError(f"pane indexes must be distinct and in 0..{MAX_PANES - 1}, got {indexes}")
+    for pane in panes:
+        _check(pane.mode, MODES, "pane mode")
+
+
+def _storage_error(path: Path, exc: sqlite3.Error) -> HistoryError:
+    reason = str(exc)
+    if getattr(exc, "sqlite_errorname", "").startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT")):
+        return HistoryError(
+            f"{path} is not a readable history database ({reason}); tuitune left it untouched. "
+            f"Move it aside (e.g. rename it to {path.name}.broken) and a new, empty history will be started."
+        )
+    if not isinstance(exc, sqlite3.OperationalError):  # a constraint, a closed store: a bug, not the disk
+        return HistoryError(f"the history database {path} refused the operation ({reason})")
+    return HistoryError(
+        f"cannot use the history database {path} ({reason}). Check that the file and its folder are writable, "
+        "the disk is not full and no other program keeps it locked."
+    )
+
+
+def _migrate(db: sqlite3.Connection, path: Path) -> None:
+    """Bring the schema up to date in one transaction; refuse files from a newer tuitune or another program."""
+    db.execute("BEGIN IMMEDIATE")  # read the version under the write lock: another tuitune may be migrating too
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise HistoryError(
+                f"{path} was written by a newer tuitune (history schema {version}, this one knows "
+                f"{SCHEMA_VERSION}): upgrade tuitune, or move the file aside to start a new history."
+            )
+        if version == 0 and db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            raise HistoryError(f"{path} is an SQLite database but not a tuitune history: move it aside.")
+        for statement in (statement for step in _MIGRATIONS[version:] for statement in step.split(";")):
+            db.execute(statement)
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.rollback()
+        raise
+
+
+class HistoryStore:
+    """Saved chats and comparisons. Safe to share between threads; every call is committed when it returns."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = Path(path) if path is not None else default_history_path()
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=False)
+        except OSError as exc:
+            raise HistoryError(f"cannot create {self.path.parent} for the history ({exc.strerror})") from exc
+        except sqlite3.Error as exc:
+            raise _storage_error(self.path, exc) from exc
+        self._db.row_factory = sqlite3.Row
+        try:
+            # Read the schema before anything that writes, so a file that is not a database is never touched.
+            self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            self._db.execute("PRAGMA foreign_keys = ON")
+            _migrate(self._db, self.path)
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise _storage_error(self.path, exc) from exc
+        except BaseException:
+            self._db.close()
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> HistoryStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self, write: bool = True) -> Iterator[sqlite3.Connection]:
+        """Hold the lock for one transaction, committed before the caller returns (a read gets one snapshot)."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                try:
+                    yield self._db
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.rollback()
+                    raise
+            except sqlite3.Error as exc:
+                raise _storage_error(self.path, exc) from exc
+
+    def _touch(self, db: sqlite3.Connection, conversation_id: int, now: str) -> None:
+        """Move the conversation to the top of the list; a missing one is an error rather than a silent no-op."""
+        if db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id)).rowcount != 1:
+            raise HistoryError(f"no conversation {conversation_id} in the history (was it deleted?)")
+
+    def _insert_panes(self, db: sqlite3.Connection, conversation_id: int, panes: list[Pane]) -> None:
+        db.executemany(
+            "INSERT INTO panes (conversation_id, idx, model, mode, params, adapter_scale) VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (conversation_id, p.index, p.model, p.mode, _json(_without_secrets(p.params)), p.adapter_scale)
+                for p in panes
+            ],
+        )
+
+    def create_conversation(self, kind: str, title: str, panes: list[Pane], params: dict | None = None) -> int:
+        _check(kind, KINDS, "kind")
+        _check_panes(panes)
+        now = _now()
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO conversations (kind, title, params, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+                (kind, title, _json(_without_secrets(params or {})), now, now),
+            )
+            conversation_id = int(cursor.lastrowid or 0)
+            self._insert_panes(db, conversation_id, panes)
+        return conversation_id
+
+    def set_panes(self, conversation_id: int, panes: list[Pane]) -> None:
+        """Replace the pane specs (a model or mode switch); messages keep the model they were written with."""
+        _check_panes(panes)
+        with self._transaction() as db:
+            self._touch(db, conversation_id, _now())
+            db.execute("DELETE FROM panes WHERE conversation_id = ?", (conversation_id,))
+            self._insert_panes(db, conversation_id, panes)
+
+    def add_message(
+        self, conversation_id: int, pane_index: int, turn: int, role: str, content: str, status: str = "done"
+    ) -> int:
+        _check(role, ROLES, "role")
+        _check(status, STATUSES, "status")
+        now = _now()
+        pane = "FROM panes WHERE conversation_id = :cid AND idx = :pane"
+        with self._transaction() as db:
+            self._touch(db, conversation_id, now)
+            cursor = db.execute(
+                "INSERT INTO messages (conversation_id, pane_index, turn, role, content, status, model, mode, "
+                f"created_at, updated_at) VALUES (:cid, :pane, :turn, :role, :content, :status, (SELECT model {pane}), "
+                f"(SELECT mode {pane}), :now, :now)",
+                dict(
+                    cid=conversation_id, pane=pane_index, turn=turn, role=role, content=content, status=status, now=now
+                ),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def update_message(
+        self,
+        message_id: int,
+        content: str,
+        status: str | None = None,
+        stats: dict | None = None,
+        error: str | None = None,
+    ) -> bool:
+        """Save the full text so far (~10×/s while streaming). None leaves a field as it was.
+
+        Returns False if the message is gone (its conversation was deleted mid-answer), so a generation
+        thread can stop instead of failing.
+        """
+        if status is not None:
+            _check(status, STATUSES, "status")
+        now = _now()
+        with self._transaction() as db:
+            updated = db.execute(
+                "UPDATE messages SET content = ?, status = coalesce(?, status), stats = coalesce(?, stats), "
+                "error = coalesce(?, error), updated_at = ? WHERE id = ?",
+                (content, status, None if stats is None else _json(stats), error, now, message_id),
+            ).rowcount
+            db.execute(
+                "UPDATE conversations SET updated_at = ? "
+                "WHERE id = (SELECT conversation_id FROM messages WHERE id = ?)",
+                (now, message_id),
+            )
+        return updated == 1
+
+    def delete_messages_from(self, conversation_id: int, pane_index: int, turn: int) -> int:
+        """Drop one pane's messages from ``turn`` on (regenerate, edit and resend), and the votes they invalidate."""
+        with self._transaction() as db:
+            self._touch(db, conversation_id, _now())
+            deleted = db.execute(
+                "DELETE FROM messages WHERE conversation_id = ? AND pane_index = ? AND turn >= ?",
+                (conversation_id, pane_index, turn),
+            ).rowcount
+            db.execute("DELETE FROM votes WHERE conversation_id = ? AND turn >= ?", (conversation_id, turn))
+        return deleted
+
+    def record_vote(self, conversation_id: int, turn: int, verdict: str) -> None:
+        """Save the verdict on a turn, replacing an earlier one; 'a' means pane 0's answer was the better one."""
+        _check(verdict, VERDICTS, "verdict")
+        now = _now()
+        model = "(SELECT model FROM panes WHERE conversation_id = :cid AND idx = {})"
+        with self._transaction() as db:
+            self._touch(db, conversation_id, now)
+            db.execute(
+                "INSERT OR REPLACE INTO votes (conversation_id, turn, verdict, model_a, model_b, created_at) "
+                f"VALUES (:cid, :turn, :verdict, {model.format(0)}, {model.format(1)}, :now)",
+                dict(cid=conversation_id, turn=turn, verdict=verdict, now=now),
+            )
+
+    def list_conversations(self, search: str | None = None, limit: int = 200) -> list[ConversationSummary]:
+        """Newest activity first; ``search`` matches title, model names and message text (ASCII case-insensitive)."""
+        pattern = None
+        if search and search.strip():
+            escaped = search.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            pattern = f"%{escaped}%"
+        like = "LIKE :pattern ESCAPE '\\'"
+        with self._transaction(write=False) as db:
+            rows = db.execute(
+                "SELECT c.id, c.kind, c.title, c.updated_at, "
+                "(SELECT count(*) FROM messages m WHERE m.conversation_id = c.id) AS message_count "
+                f"FROM conversations c WHERE :pattern IS NULL OR c.title {like} "
+                f"OR EXISTS (SELECT 1 FROM panes p WHERE p.conversation_id = c.id AND p.model {like}) "
+                f"OR EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = c.id AND m.content {like}) "
+                "ORDER BY c.updated_at DESC, c.id DESC LIMIT :limit",
+                dict(pattern=pattern, limit=limit),
+            ).fetchall()
+            models: dict[int, list[str]] = {row["id"]: [] for row in rows}
+            placeholders = ", ".join("?" * len(models))
+            for pane in db.execute(
+                f"SELECT conversation_id, model FROM panes WHERE conversation_id IN ({placeholders}) ORDER BY idx",
+                list(models),
+            ):
+                if pane["model"] not in models[pane["conversation_id"]]:
+                    models[pane["conversation_id"]].append(pane["model"])
+        return [ConversationSummary(**dict(row), models=models[row["id"]]) for row in rows]
+
+    def load(self, conversation_id: int) -> Conversation:
+        with self._transaction(write=False) as db:
+            row = db.execute("SELECT * FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+            if row is None:
+                raise HistoryError(f"no conversation {conversation_id} in the history (was it deleted?)")
+            by_id = (conversation_id,)
+            panes = db.execute(
+                'SELECT idx AS "index", model, mode, params, adapter_scale FROM panes WHERE conversation_id = ? '
+                "ORDER BY idx",
+                by_id,
+            ).fetchall()
+            messages = db.execute(
+                "SELECT id, pane_index, turn, role, content, status, stats, error, created_at, updated_at, model, "
+                "mode FROM messages WHERE conversation_id = ? ORDER BY turn, pane_index, id",
+                by_id,
+            ).fetchall()
+            votes = db.execute(
+                "SELECT turn, verdict, created_at, model_a, model_b FROM votes WHERE conversation_id = ? ORDER BY turn",
+                by_id,
+            ).fetchall()
+        return Conversation(
+            **{key: row[key] for key in ("id", "kind", "title", "created_at", "updated_at")},
+            params=json.loads(row["params"]),
+            panes=[Pane(**{**dict(p), "params": json.loads(p["params"])}) for p in panes],
+            messages=[Message(**{**dict(m), "stats": json.loads(m["stats"])}) for m in messages],
+            votes=[Vote(**dict(v)) for v in votes],
+        )
+
+    def rename(self, conversation_id: int, title: str) -> None:
+        with self._transaction() as db:
+            if db.execute("UPDATE conversations SET title = ? WHERE id = ?", (title, conversation_id)).rowcount != 1:
+                raise HistoryError(f"no conversation {conversation_id} in the history (was it deleted?)")
+
+    def delete(self, conversation_id: int) -> None:
+        """Delete a conversation with its panes, messages and votes; deleting one already gone is not an error."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+
+    def vote_tally(self) -> dict[str, dict[str, int]]:
+        """Per model: wins, losses, ties and bad, from the votes on comparisons of (at least) two panes."""
+        with self._transaction(write=False) as db:
+            votes = db.execute(
+                "SELECT v.verdict, v.model_a, v.model_b FROM votes v JOIN conversations c ON c.id = v.conversation_id "
+                "WHERE c.kind = 'compare' AND v.model_a IS NOT NULL AND v.model_b IS NOT NULL"
+            ).fetchall()
+        tally: dict[str, dict[str, int]] = {}
+        outcome = {"a": ("wins", "losses"), "b": ("losses", "wins"), "tie": ("ties", "ties"), "bad": ("bad", "bad")}
+        for verdict, model_a, model_b in votes:
+            for model, result in zip((model_a, model_b), outcome[verdict], strict=True):
+                tally.setdefault(model, dict.fromkeys(("wins", "losses", "ties", "bad"), 0))[result] += 1
+        return tally
+
+    def recover_interrupted(self) -> int:
+        """At startup: answers a crashed process left 'streaming' become 'cancelled', their text kept."""
+        with self._transaction() as db:
+            return db.execute("UPDATE messages SET status = 'cancelled' WHERE status = 'streaming'").rowcount
+
+
+def export_json(conversation: Conversation) -> dict[str, Any]:
+    """The whole conversation as plain data. The text is the model's, unfiltered: print it with ``safe_json``."""
+    return {"format": "tuitune-conversation", "schema": SCHEMA_VERSION, **asdict(conversation)}
+
+
+_STAT_FORMATS = (
+    ("prompt_tokens", "{} prompt tokens"),
+    ("completion_tokens", "{} generated"),
+    ("ttft_s", "first token {:.2f} s"),
+    ("decode_tokens_per_s", "{:.1f} tok/s"),
+    ("finish_reason", "{}"),
+)
+
+
+def _message_markdown(message: Message, heading: str | None) -> list[str]:
+    lines = [heading or f"**{message.role}**", "", message.content]
+    notes = [fmt.format(message.stats[key]) for key, fmt in _STAT_FORMATS if message.stats.get(key) is not None]
+    notes += {"streaming": ["still generating"], "cancelled": ["stopped"]}.get(message.status, [])
+    if message.status == "error":
+        notes.append(f"error: {message.error or 'unknown'}")
+    if notes and message.role == "assistant":
+        lines += ["", "*" + " · ".join(notes) + "*"]
+    return [*lines, ""]
+
+
+def _compare_markdown(conversation: Conversation) -> list[str]:
+    lines: list[str] = []
+    panes = {pane.index: pane for pane in conversation.panes}
+    for turn in sorted({m.turn for m in conversation.messages}):
+        in_turn = [m for m in conversation.messages if m.turn == turn]
+        lines += [f"## Turn {turn + 1}", ""]
+        prompts = dict.fromkeys((m.role, m.content) for m in in_turn if m.role != "assistant")
+        for role, content in prompts:
+            lines += [f"**{role}**", "", content, ""]
+        for m in (m for m in in_turn if m.role == "assistant"):
+            pane = panes.get(m.pane_index)
+            model = m.model or (pane.model if pane else f"pane {m.pane_index + 1}")
+            mode = m.mode or (pane.mode if pane else "")
+            lines += _message_markdown(m, f"### {model} · {mode}" if mode else f"### {model}")
+    return lines
+
+
+def export_markdown(conversation: Conversation) -> str:
+    """A readable transcript: model text as written, but with every terminal control character made inert."""
+    c = conversation
+    header = [c.kind, c.created_at[:16].replace("T", " ") + " UTC"]
+    header += [f"{key}={value}" for key, value in c.params.items()]
+    lines = [f"# {c.title or 'Untitled'}", "", " · ".join(header), ""]
+    if c.kind == "compare":
+        lines += _compare_markdown(c)
+    else:
+        for message in c.messages:
+            lines += _message_markdown(message, None)
+    if c.votes:
+        names = {"a": "A ({}) better", "b": "B ({}) better", "tie": "tie", "bad": "both bad"}
+        lines += ["## Votes", ""]
+        for vote in c.votes:
+            winner = vote.model_a if vote.verdict == "a" else vote.model_b
+            lines.append(f"- turn {vote.turn + 1}: " + names[vote.verdict].format(winner or "?"))
+    return inert("\n".join(lines).rstrip() + "\n")

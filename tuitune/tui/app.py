@@ -1,0 +1,197 @@
+"""The tuitune Textual app: Compare (home), Chat, Models and History, one mode each.
+
+Startup does no network access and imports no model library: engines load in pane workers after the
+first frame. Keys are rebindable through ``keymap.toml`` in the config directory (binding id = key).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Iterable
+from functools import cache
+from pathlib import Path
+
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+
+from tuitune.catalog import Catalog, ModelEntry, load_catalog
+from tuitune.engines.base import Engine
+from tuitune.errors import TuituneError
+from tuitune.paths import app_dirs, project_file
+
+EngineFactory = Callable[[str], Engine]
+DEMO_PAIR = ("gemma-3-270m", "smollm2-135m-instruct")
+
+
+def default_engine_factory(catalog: Catalog) -> EngineFactory:
+    def open_model(model_id: str) -> Engine:
+        from tuitune.engines import open_engine, resolve_model
+
+        return open_engine(resolve_model(model_id, catalog))
+
+    return open_model
+
+
+class TuituneApp(App):
+    CSS_PATH = "tuitune.tcss"
+    TITLE = "tuitune"
+    SUB_TITLE = "base vs chat vs your finetune"
+
+    BINDINGS = [
+        Binding("f1", "help", "Help", id="app.help"),
+        Binding("f2", "switch_mode('compare')", "Compare", id="app.compare"),
+        Binding("f3", "switch_mode('chat')", "Chat", id="app.chat"),
+        Binding("f4", "switch_mode('models')", "Models", id="app.models"),
+        Binding("f5", "switch_mode('history')", "History", id="app.history"),
+        Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
+    ]
+
+    def __init__(
+        self,
+        compare_models: list[str] | None = None,
+        prompt: str | None = None,
+        engine_factory: EngineFactory | None = None,
+        catalog: Catalog | None = None,
+        history_path: Path | None = None,
+    ):
+        super().__init__()
+        self.catalog = catalog if catalog is not None else load_catalog()
+        self.engine_factory = engine_factory or default_engine_factory(self.catalog)
+        self.history_path = history_path or app_dirs().data / "history.sqlite3"
+        self.history = None
+        self.startup_notes: list[str] = []
+        panes = self._initial_panes(compare_models)
+        chat_model = panes[-1][0]
+        chat_entry = self.catalog_entry(chat_model)
+        self.add_mode("compare", lambda: self._compare_screen(panes, prompt))
+        self.add_mode("chat", lambda: self._chat_screen(chat_model, chat_entry.mode if chat_entry else "chat"))
+        self.add_mode("models", self._models_screen)
+        self.add_mode("history", self._history_screen)
+
+    # -- screens -----------------------------------------------------------------------------------
+    def _compare_screen(self, panes: list[tuple[str, str]], prompt: str | None) -> Screen:
+        from tuitune.tui.screens.conversation import CompareScreen
+
+        return CompareScreen(panes, prompt)
+
+    def _chat_screen(self, model: str, mode: str) -> Screen:
+        from tuitune.tui.screens.conversation import ChatScreen
+
+        return ChatScreen([(model, mode)])
+
+    def _models_screen(self) -> Screen:
+        from tuitune.tui.screens.models import ModelsScreen
+
+        return ModelsScreen()
+
+    def _history_screen(self) -> Screen:
+        from tuitune.tui.screens.history import HistoryScreen
+
+        return HistoryScreen()
+
+    def _initial_panes(self, models: list[str] | None) -> list[tuple[str, str]]:
+        if not models:
+            ids = self.catalog.ids()
+            models = [m for m in DEMO_PAIR if m in self.catalog] or ids[:2] or ["(no models)"]
+        panes = []
+        for model in models[:4]:
+            entry = self.catalog_entry(model)
+            panes.append((model, entry.mode if entry else "chat"))
+        return panes
+
+    def on_mount(self) -> None:
+        self._load_keymap()
+        self._open_history()
+        self.switch_mode("compare")
+        for note in self.startup_notes:
+            self.notify(note, severity="warning", timeout=8)
+
+    def _open_history(self) -> None:
+        try:
+            from tuitune.history import HistoryStore
+
+            self.history = HistoryStore(self.history_path)
+            recovered = self.history.recover_interrupted()
+            if recovered:
+                self.startup_notes.append(f"{recovered} answer(s) cut off by a crash were kept as 'cancelled'")
+        except TuituneError as error:
+            self.history = None
+            self.startup_notes.append(f"history is off: {error}")
+
+    def _load_keymap(self) -> None:
+        path = app_dirs().config / "keymap.toml"
+        if not path.exists():
+            return
+        try:
+            keymap = tomllib.loads(path.read_text(encoding="utf-8"))
+            if not all(isinstance(v, str) for v in keymap.values()):
+                raise ValueError('every value must be a key string such as "ctrl+k"')
+            self.set_keymap(keymap)
+        except (OSError, ValueError, tomllib.TOMLDecodeError) as error:
+            self.startup_notes.append(f"{path}: ignored ({error})")
+
+    # -- services for screens ----------------------------------------------------------------------
+    def open_engine(self, model_id: str) -> Engine:
+        """Called from pane worker threads."""
+        return self.engine_factory(model_id)
+
+    def catalog_entry(self, model_id: str) -> ModelEntry | None:
+        return self.catalog.get(model_id) if model_id in self.catalog else None
+
+    def installed_map(self) -> dict[str, bool]:
+        from tuitune.sources import is_installed
+
+        return {entry.id: is_installed(entry) for entry in self.catalog}
+
+    def example_prompts(self) -> list[tuple[str, str]]:
+        return _example_prompts()
+
+    def open_chat(self, model_id: str) -> None:
+        self.switch_mode("chat")
+        self.screen.open_model(model_id)  # type: ignore[attr-defined]
+
+    def open_compare(self, models: list[str]) -> None:
+        self.switch_mode("compare")
+        screen = self.screen
+        for pane, model in zip(screen.panes, models, strict=False):  # type: ignore[attr-defined]
+            screen.set_pane_model(pane, model)  # type: ignore[attr-defined]
+
+    async def open_conversation(self, conversation_id: int) -> None:
+        if self.history is None:
+            return
+        conversation = self.history.load(conversation_id)
+        await self.switch_mode("chat" if conversation.kind == "chat" else "compare")
+        await self.screen.load_conversation(conversation)  # type: ignore[attr-defined]
+
+    # -- help and palette --------------------------------------------------------------------------
+    def action_help(self) -> None:
+        from tuitune.tui.screens.help import HelpScreen
+
+        self.push_screen(HelpScreen())
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for mode, help_text in (
+            ("compare", "Base vs chat side by side"),
+            ("chat", "One model, one conversation"),
+            ("models", "The catalog and GGUF details"),
+            ("history", "Saved chats and comparisons"),
+        ):
+            yield SystemCommand(f"Go to {mode.title()}", help_text, lambda m=mode: self.switch_mode(m))
+        yield SystemCommand("Help", "Keys, paths and tips", self.action_help)
+        for title, help_text, callback in getattr(screen, "palette_commands", lambda: [])():
+            yield SystemCommand(title, help_text, callback)
+
+
+@cache
+def _example_prompts() -> list[tuple[str, str]]:
+    path = project_file("suites/why-finetune.toml")
+    if path is None:
+        return []
+    from tuitune.suites import load_suite
+
+    try:
+        return [(prompt.id, prompt.text) for prompt in load_suite(path).prompts]
+    except TuituneError:
+        return []

@@ -1,0 +1,163 @@
+"""Small modal dialogs: pick a model, pick an example prompt, per-pane overrides, rename, confirm."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.markup import escape
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, OptionList
+from textual.widgets.option_list import Option
+
+from tuitune.catalog import Catalog
+from tuitune.tui.widgets.params import FIELDS, parse_field
+
+PANE_FIELDS = ("temperature", "top_p", "max_tokens", "seed")
+
+
+class ModelPicker(ModalScreen[str | None]):
+    """Choose a catalog model (installed ones first)."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
+
+    def __init__(self, catalog: Catalog, installed: dict[str, bool], current: str | None = None, title: str = ""):
+        super().__init__(classes="dialog-screen")
+        self.catalog = catalog
+        self.installed = installed
+        self.current = current
+        self.title_text = title or "Choose a model"
+
+    def compose(self) -> ComposeResult:
+        options = []
+        entries = sorted(self.catalog, key=lambda e: (not self.installed.get(e.id, False), e.id))
+        for entry in entries:
+            mark = "●" if self.installed.get(entry.id) else "○"
+            text = f"{mark} [b]{escape(entry.id)}[/b]  [dim]{escape(entry.name)} · {entry.kind} · {entry.mode}[/]"
+            options.append(Option(text, id=entry.id))
+        with Vertical(classes="dialog"):
+            yield Label(f"[b]{escape(self.title_text)}[/b]  [dim]● installed  ○ not installed[/]")
+            yield OptionList(*options, id="model-options")
+
+    def on_mount(self) -> None:
+        option_list = self.query_one(OptionList)
+        if self.current:
+            try:
+                option_list.highlighted = option_list.get_option_index(self.current)
+            except Exception:
+                pass
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(event.option.id)
+
+
+class ExamplePicker(ModalScreen[str | None]):
+    """The suggested prompts of a suite, one key away."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
+
+    def __init__(self, prompts: list[tuple[str, str]]):
+        super().__init__(classes="dialog-screen")
+        self.prompts = prompts
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label("[b]Example prompts[/b] [dim]from suites/why-finetune.toml — Enter sends[/]")
+            yield OptionList(
+                *(
+                    Option(escape(text.strip().replace("\n", " ⏎ "))[:200], id=str(i))
+                    for i, (_, text) in enumerate(self.prompts)
+                )
+            )
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(self.prompts[int(event.option.id or 0)][1])
+
+
+class PaneParams(ModalScreen[dict[str, Any] | None]):
+    """Per-pane overrides of the shared parameters; an empty field follows the shared value."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
+
+    def __init__(self, pane_label: str, overrides: dict[str, Any], shared: Any):
+        super().__init__(classes="dialog-screen")
+        self.pane_label = pane_label
+        self.overrides = overrides
+        self.shared = shared
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(f"[b]Parameters for pane {escape(self.pane_label)}[/b] [dim]empty = shared value[/]")
+            for name in PANE_FIELDS:
+                label, _, help_text = FIELDS[name]
+                yield Label(f"{label} [dim]shared: {getattr(self.shared, name)} · {help_text}[/]")
+                value = self.overrides.get(name)
+                yield Input("" if value is None else str(value), id=f"pane-{name}")
+            yield Label("", id="pane-error", classes="error")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Apply", variant="primary", id="apply")
+                yield Button("Reset to shared", id="reset")
+                yield Button("Cancel", id="cancel")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "cancel":
+            self.dismiss(None)
+        elif event.button.id == "reset":
+            self.dismiss({})
+        else:
+            self._apply()
+
+    def on_input_submitted(self) -> None:
+        self._apply()
+
+    def _apply(self) -> None:
+        overrides: dict[str, Any] = {}
+        for name in PANE_FIELDS:
+            text = self.query_one(f"#pane-{name}", Input).value.strip()
+            if not text:
+                continue
+            try:
+                overrides[name] = parse_field(name, text)
+            except ValueError as error:
+                self.query_one("#pane-error", Label).update(str(error))
+                return
+        self.dismiss(overrides)
+
+
+class TextPrompt(ModalScreen[str | None]):
+    """Ask for one line of text (rename a conversation)."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
+
+    def __init__(self, title: str, value: str = ""):
+        super().__init__(classes="dialog-screen")
+        self.title_text = title
+        self.value = value
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(f"[b]{escape(self.title_text)}[/b] [dim]Enter to confirm, Esc to cancel[/]")
+            yield Input(self.value, id="text-value")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value.strip() or None)
+
+
+class Confirm(ModalScreen[bool]):
+    BINDINGS = [Binding("escape", "dismiss(False)", "No"), Binding("y", "dismiss(True)", "Yes")]
+
+    def __init__(self, question: str):
+        super().__init__(classes="dialog-screen")
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(escape(self.question))
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Yes (y)", variant="error", id="yes")
+                yield Button("No (Esc)", id="no")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")

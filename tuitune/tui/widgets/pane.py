@@ -1,0 +1,381 @@
+"""A model pane: one model, one mode, its own conversation, answers streamed from a worker thread.
+
+Each pane owns one engine and a lock around it: a ``Llama`` object must only be used by one thread at a
+time, and loading, generating and closing all happen in worker threads so the UI never waits on a model.
+Tokens are coalesced in the worker and posted every ``FLUSH_INTERVAL_S`` (the first one at once), and the
+same cadence writes the partial answer to the history store, so a crash loses nothing already shown.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from rich.markup import escape
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical, VerticalScroll
+from textual.message import Message as TextualMessage
+from textual.widgets import LoadingIndicator, Static
+from textual.worker import get_current_worker
+
+from tuitune.engines.base import Engine, Generation, Message, Request, Sampling, Stats
+from tuitune.errors import TuituneError
+from tuitune.safe_text import inert
+from tuitune.tui.widgets.turn import TurnView
+
+if TYPE_CHECKING:
+    from tuitune.tui.app import TuituneApp
+
+FLUSH_INTERVAL_S = 0.075
+PANE_LETTERS = "ABCD"
+
+
+@dataclass
+class PaneSettings:
+    """What the pane runs: the model, its mode, and parameter overrides on top of the shared ones."""
+
+    model: str
+    mode: str
+    overrides: dict[str, Any]
+
+
+class ComparePane(Vertical, can_focus=True):
+    BINDINGS = [
+        Binding("m", "toggle_mode", "Raw/chat", id="pane.toggle_mode"),
+        Binding("o", "pick_model", "Model", id="pane.pick_model"),
+        Binding("p", "pane_params", "Pane params", id="pane.params"),
+        Binding("s", "stop", "Stop", id="pane.stop"),
+        Binding("r", "regenerate", "Regenerate", id="pane.regenerate"),
+        Binding("c", "copy", "Copy", id="pane.copy"),
+        Binding("x", "close_pane", "Close", id="pane.close"),
+    ]
+
+    @dataclass
+    class Streamed(TextualMessage):
+        pane: ComparePane
+        turn: TurnView
+        text: str
+        tokens: int
+        rate: float | None
+
+    @dataclass
+    class Finished(TextualMessage):
+        pane: ComparePane
+        turn: TurnView
+        text: str
+        stats: Stats | None
+        error: str | None
+        notices: list[str]
+
+    @dataclass
+    class EngineState(TextualMessage):
+        pane: ComparePane
+        state: str  # loading | ready | error
+        detail: str = ""
+
+    def __init__(self, index: int, model: str, mode: str, overrides: dict[str, Any] | None = None, **kwargs):
+        super().__init__(classes="pane", **kwargs)
+        self.index = index
+        self.settings = PaneSettings(model, mode, dict(overrides or {}))
+        self.turns: list[TurnView] = []
+        self.shared = Sampling()
+        self._engine: Engine | None = None
+        self._engine_model: str | None = None
+        self._engine_lock = threading.Lock()
+        self._generation: Generation | None = None
+        self.busy = False
+        self.engine_state = "idle"
+        self.store_ids: dict[int, int] = {}  # turn index → history message id
+
+    @property
+    def tuitune(self) -> TuituneApp:
+        return self.app  # type: ignore[return-value]
+
+    @property
+    def letter(self) -> str:
+        return PANE_LETTERS[self.index] if self.index < len(PANE_LETTERS) else str(self.index + 1)
+
+    # -- layout ------------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield Static(classes="pane-header")
+        with VerticalScroll(classes="pane-turns"):
+            yield Static(classes="pane-empty")
+        yield LoadingIndicator(classes="pane-loading")
+        yield Static(classes="pane-status")
+
+    def on_mount(self) -> None:
+        self.query_one(LoadingIndicator).display = False
+        self.refresh_header()
+        self._show_empty_hint()
+
+    def _show_empty_hint(self) -> None:
+        hint = self.query_one(".pane-empty", Static)
+        hint.display = not self.turns
+        entry = self.tuitune.catalog_entry(self.settings.model)
+        what = f"{entry.name} · {entry.kind}" if entry else self.settings.model
+        hint.update(
+            f"[dim]{escape(what)}\n{'continues your text' if self.settings.mode == 'raw' else 'answers in its chat template'}[/]"
+        )
+
+    def effective_sampling(self) -> Sampling:
+        return replace(self.shared, **self.settings.overrides) if self.settings.overrides else self.shared
+
+    def differs_from_shared(self) -> bool:
+        return any(getattr(self.shared, key) != value for key, value in self.settings.overrides.items())
+
+    def refresh_header(self) -> None:
+        entry = self.tuitune.catalog_entry(self.settings.model)
+        kind = f" · {entry.kind}" if entry else ""
+        mode = self.settings.mode.upper()
+        badge = " [reverse] ≠ params [/]" if self.differs_from_shared() else ""
+        state = {"loading": " [i]loading…[/]", "error": " [b red]load failed[/]"}.get(self.engine_state, "")
+        self.query_one(".pane-header", Static).update(
+            f"[b]{self.letter}[/] {escape(self.settings.model)}[dim]{kind}[/] [reverse] {mode} [/]{badge}{state}"
+        )
+
+    def set_status(self, text: str) -> None:
+        self.query_one(".pane-status", Static).update(text)
+
+    # -- engine lifecycle (worker threads) ---------------------------------------------------------
+    def _ensure_engine(self) -> Engine:
+        """Load the pane's model if needed, closing the previous one. Called with the engine lock held."""
+        wanted = self.settings.model
+        if self._engine is not None and self._engine_model == wanted:
+            return self._engine
+        if self._engine is not None:
+            self._engine.close()
+            self._engine, self._engine_model = None, None
+        self.post_message(self.EngineState(self, "loading", wanted))
+        try:
+            engine = self.tuitune.open_engine(wanted)
+        except TuituneError as error:
+            self.post_message(self.EngineState(self, "error", str(error)))
+            raise
+        self._engine, self._engine_model = engine, wanted
+        self.post_message(self.EngineState(self, "ready", wanted))
+        return engine
+
+    @work(thread=True, exclusive=True, group="engine", exit_on_error=False)
+    def preload(self) -> None:
+        with self._engine_lock:
+            try:
+                self._ensure_engine()
+            except TuituneError:
+                pass  # shown in the pane by the EngineState message
+
+    def close_engine(self) -> None:
+        """Free the model in the background once any running generation has let go of it."""
+        if self._generation is not None:
+            self._generation.cancel()
+
+        def close() -> None:
+            with self._engine_lock:
+                if self._engine is not None:
+                    self._engine.close()
+                    self._engine, self._engine_model = None, None
+
+        threading.Thread(target=close, name=f"tuitune-close-{self.index}", daemon=True).start()
+
+    def on_compare_pane_engine_state(self, message: EngineState) -> None:
+        if message.pane is not self:
+            return
+        self.engine_state = message.state
+        self.query_one(LoadingIndicator).display = message.state == "loading"
+        if message.state == "loading":
+            entry = self.tuitune.catalog_entry(message.detail)
+            size = f" ({entry.size / 1e6:.0f} MB)" if entry and entry.size else ""
+            self.set_status(f"loading {escape(message.detail)}{size}…")
+        elif message.state == "error":
+            self.set_status(f"[b red]{escape(inert(message.detail))}[/]")
+        else:
+            self.set_status("[dim]ready[/]")
+        self.refresh_header()
+
+    # -- conversation ------------------------------------------------------------------------------
+    def build_request(self, text: str, system: str | None) -> Request:
+        sampling = self.effective_sampling()
+        finished = [turn for turn in self.turns if not turn.error]
+        if self.settings.mode == "raw":
+            transcript = "".join(turn.prompt + turn.answer for turn in finished if turn.mode == "raw")
+            return Request.raw(transcript + text, sampling)
+        messages = [Message("system", system)] if system else []
+        for turn in finished:
+            if turn.mode == "chat" and turn.answer:
+                messages += [Message("user", turn.prompt), Message("assistant", turn.answer)]
+        messages.append(Message("user", text))
+        return Request.chat(messages, sampling)
+
+    async def send(self, text: str, system: str | None, message_id: int | None = None) -> TurnView:
+        request = self.build_request(text, system)
+        turn = TurnView(text, self.settings.mode)
+        self.turns.append(turn)
+        if message_id is not None:
+            self.store_ids[len(self.turns) - 1] = message_id
+        self.query_one(".pane-empty", Static).display = False
+        await self.query_one(".pane-turns", VerticalScroll).mount(turn)
+        self._follow_bottom(force=True)
+        self.busy = True
+        self._generate(turn, request, message_id)
+        return turn
+
+    async def drop_last_turn(self) -> TurnView | None:
+        if not self.turns:
+            return None
+        turn = self.turns.pop()
+        self.store_ids.pop(len(self.turns), None)
+        await turn.remove()
+        self._show_empty_hint()
+        return turn
+
+    async def clear(self) -> None:
+        self.stop()
+        for turn in self.turns:
+            await turn.remove()
+        self.turns.clear()
+        self.store_ids.clear()
+        self._show_empty_hint()
+
+    async def load_turns(self, turns: list[tuple[str, str, str, Stats | None, str | None]]) -> None:
+        """Show saved turns (prompt, mode, answer, stats, error) when a conversation is reopened."""
+        await self.clear()
+        views = [TurnView(prompt, mode, answer, stats, error) for prompt, mode, answer, stats, error in turns]
+        self.turns.extend(views)
+        if views:
+            self.query_one(".pane-empty", Static).display = False
+            await self.query_one(".pane-turns", VerticalScroll).mount_all(views)
+
+    @work(thread=True, exclusive=True, group="generate", exit_on_error=False)
+    def _generate(self, turn: TurnView, request: Request, message_id: int | None) -> None:
+        worker = get_current_worker()
+        store = self.tuitune.history
+        with self._engine_lock:
+            try:
+                engine = self._ensure_engine()
+            except TuituneError as error:
+                if store is not None and message_id is not None:
+                    store.update_message(message_id, "", status="error", error=str(error))
+                self.post_message(self.Finished(self, turn, "", None, str(error), []))
+                return
+            generation = engine.generate(request)
+            self._generation = generation
+            pending: list[str] = []
+            tokens = 0
+            first_at: float | None = None
+            last_flush = 0.0
+            error: str | None = None
+            try:
+                for chunk in generation:
+                    if worker.is_cancelled:
+                        generation.cancel()
+                    tokens += 1
+                    now = time.monotonic()
+                    first_at = first_at or now
+                    pending.append(chunk)
+                    if now - last_flush >= FLUSH_INTERVAL_S:
+                        rate = (tokens - 1) / (now - first_at) if now > first_at else None
+                        self.post_message(self.Streamed(self, turn, "".join(pending), tokens, rate))
+                        pending.clear()
+                        last_flush = now
+                        if store is not None and message_id is not None:
+                            store.update_message(message_id, generation.text, status="streaming")
+            except TuituneError as failure:
+                error = str(failure)
+            except Exception as failure:
+                error = f"unexpected error: {failure!r}"
+            finally:
+                self._generation = None
+        if pending:
+            self.post_message(self.Streamed(self, turn, "".join(pending), tokens, None))
+        stats = generation.stats
+        if store is not None and message_id is not None:
+            status = "error" if error else ("cancelled" if stats.finish_reason == "cancelled" else "done")
+            store.update_message(message_id, generation.text, status=status, stats=stats.as_dict(), error=error)
+        self.post_message(
+            self.Finished(self, turn, generation.text, None if error else stats, error, generation.notices)
+        )
+
+    def _follow_bottom(self, force: bool = False) -> None:
+        """Keep the newest text in view unless the user has scrolled up to read."""
+        container = self.query_one(".pane-turns", VerticalScroll)
+        if force or container.scroll_y >= container.max_scroll_y - 2:
+            self.call_after_refresh(container.scroll_end, animate=False, immediate=True)
+
+    async def on_compare_pane_streamed(self, message: Streamed) -> None:
+        if message.pane is not self:
+            return
+        self._follow_bottom()
+        await message.turn.write(message.text)
+        if message.rate is not None:
+            message.turn.show_live(message.tokens, message.rate)
+
+    async def on_compare_pane_finished(self, message: Finished) -> None:
+        if message.pane is not self:
+            return
+        await message.turn.finish(message.text, message.stats, message.error)
+        if message.turn is (self.turns[-1] if self.turns else None):
+            self.busy = False
+        for notice in message.notices:
+            self.set_status(f"[dim]note: {escape(inert(notice))}[/]")
+
+    def stop(self) -> None:
+        if self._generation is not None:
+            self._generation.cancel()
+        self.workers.cancel_group(self, "generate")
+
+    # -- pane actions (keys work when the pane has focus) ------------------------------------------
+    def action_toggle_mode(self) -> None:
+        self.settings.mode = "chat" if self.settings.mode == "raw" else "raw"
+        self.refresh_header()
+        self._show_empty_hint()
+        self.post_message(PaneChanged(self))
+
+    def action_stop(self) -> None:
+        self.stop()
+
+    def action_copy(self) -> None:
+        answer = self.last_answer()
+        if answer:
+            self.app.copy_to_clipboard(answer)
+            self.app.notify(f"copied pane {self.letter}'s answer ({len(answer)} characters)")
+        else:
+            self.app.notify("nothing to copy yet", severity="warning")
+
+    def last_answer(self) -> str:
+        for turn in reversed(self.turns):
+            if turn.answer:
+                return turn.answer
+        return ""
+
+    def action_pick_model(self) -> None:
+        self.post_message(PaneRequest(self, "pick_model"))
+
+    def action_pane_params(self) -> None:
+        self.post_message(PaneRequest(self, "params"))
+
+    def action_regenerate(self) -> None:
+        self.post_message(PaneRequest(self, "regenerate"))
+
+    def action_close_pane(self) -> None:
+        self.post_message(PaneRequest(self, "close"))
+
+    def on_unmount(self) -> None:
+        self.close_engine()
+
+
+@dataclass
+class PaneChanged(TextualMessage):
+    """The pane's model, mode or overrides changed (the screen saves it)."""
+
+    pane: ComparePane
+
+
+@dataclass
+class PaneRequest(TextualMessage):
+    """The pane asks its screen to do something that involves other widgets (a dialog, closing it)."""
+
+    pane: ComparePane
+    action: str
