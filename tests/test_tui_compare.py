@@ -257,11 +257,11 @@ async def test_chat_screen_edit_and_resend(tmp_path: Path):
         await wait_idle(pilot, app)
         requests = models.engines["smollm2-135m-instruct"].requests
         assert requests[-1].messages[-1].content == "typos"
-        assert [m.content for m in app.history.load(app.screen.conversation_id).messages][0] == "typos"
+        assert next(m.content for m in app.history.load(app.screen.conversation_id).messages) == "typos"
 
 
 async def test_compare_opens_with_models_and_prompt(tmp_path: Path):
-    app, models = scripted_app(tmp_path, compare_models=["smollm2-135m-instruct", "gemma-3-270m"], prompt="start")
+    app, _models = scripted_app(tmp_path, compare_models=["smollm2-135m-instruct", "gemma-3-270m"], prompt="start")
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause(0.3)
         await wait_idle(pilot, app)
@@ -290,7 +290,7 @@ async def test_help_shows_where_files_live(tmp_path: Path, tuitune_dirs):
 
 async def test_command_palette_lists_pane_actions(tmp_path: Path):
     app, _ = scripted_app(tmp_path)
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(120, 40)):
         commands = [c.title for c in app.get_system_commands(app.screen)]
         assert "Pane A: toggle raw/chat" in commands and "Vote: A is better" in commands
         assert "Go to History" in commands

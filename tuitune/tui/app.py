@@ -6,6 +6,7 @@ first frame. Keys are rebindable through ``keymap.toml`` in the config directory
 
 from __future__ import annotations
 
+import sys
 import tomllib
 from collections.abc import Callable, Iterable
 from functools import cache
@@ -101,6 +102,9 @@ class TuituneApp(App):
         return panes
 
     def on_mount(self) -> None:
+        # Decoding threads return from llama.cpp (C, no GIL) every token and must win the GIL back from the
+        # UI thread; a 1 ms switch interval (default 5 ms) keeps them from queueing behind a repaint.
+        sys.setswitchinterval(0.001)
         self._load_keymap()
         self._open_history()
         self.switch_mode("compare")
@@ -147,12 +151,12 @@ class TuituneApp(App):
     def example_prompts(self) -> list[tuple[str, str]]:
         return _example_prompts()
 
-    def open_chat(self, model_id: str) -> None:
-        self.switch_mode("chat")
+    async def open_chat(self, model_id: str) -> None:
+        await self.switch_mode("chat")
         self.screen.open_model(model_id)  # type: ignore[attr-defined]
 
-    def open_compare(self, models: list[str]) -> None:
-        self.switch_mode("compare")
+    async def open_compare(self, models: list[str]) -> None:
+        await self.switch_mode("compare")
         screen = self.screen
         for pane, model in zip(screen.panes, models, strict=False):  # type: ignore[attr-defined]
             screen.set_pane_model(pane, model)  # type: ignore[attr-defined]

@@ -18,6 +18,7 @@ from textual.widgets import Footer, Header, Static
 
 from tuitune.engines.base import Sampling, Stats
 from tuitune.tui.screens.dialogs import ExamplePicker, ModelPicker, PaneParams
+from tuitune.tui.text import styled
 from tuitune.tui.widgets.pane import ComparePane, PaneChanged, PaneRequest
 from tuitune.tui.widgets.params import ParamsPanel
 from tuitune.tui.widgets.prompt import PromptBox
@@ -60,11 +61,9 @@ class ConversationScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        with Horizontal(id="workspace"):
-            with Horizontal(id="panes"):
-                for index, (model, mode) in enumerate(self.initial_panes):
-                    yield ComparePane(index, model, mode)
-            yield ParamsPanel(self.sampling, self.system, id="params")
+        with Horizontal(id="workspace"), Horizontal(id="panes"):
+            for index, (model, mode) in enumerate(self.initial_panes):
+                yield ComparePane(index, model, mode)
         yield Static(id="vote-bar")
         yield PromptBox(id="prompt", placeholder=self.placeholder())
         yield Footer()
@@ -73,17 +72,17 @@ class ConversationScreen(Screen):
         return "Type a prompt · Enter sends to every pane · Ctrl+J newline · Tab moves to the panes"
 
     def on_mount(self) -> None:
-        self.query_one("#params", ParamsPanel).display = False
         self.query_one("#vote-bar", Static).display = False
         self.query_one(PromptBox).focus()
-        self.set_timer(0.05, self._preload_all)
+        if self.initial_prompt:  # `tuitune --compare A,B --prompt TEXT`
+            prompt, self.initial_prompt = self.initial_prompt, None
+            self.call_after_refresh(lambda: self.run_worker(self.send(prompt)))
+        # Load models only once the first frame is on screen: importing llama.cpp holds the GIL for a while.
+        self.call_after_refresh(self.set_timer, 0.5, self._preload_all)
 
     def _preload_all(self) -> None:
         for pane in self.panes:
             pane.preload()
-        if self.initial_prompt:
-            self.run_worker(self.send(self.initial_prompt), exclusive=False)
-            self.initial_prompt = None
 
     # -- sending -----------------------------------------------------------------------------------
     @on(PromptBox.Submitted)
@@ -186,9 +185,14 @@ class ConversationScreen(Screen):
 
         self.app.push_screen(ExamplePicker(prompts), chosen)
 
-    def action_toggle_params(self) -> None:
-        panel = self.query_one("#params", ParamsPanel)
-        panel.display = not panel.display
+    async def action_toggle_params(self) -> None:
+        panels = self.query(ParamsPanel)
+        if panels:
+            panel = panels.first()
+            panel.display = not panel.display
+        else:  # composed on first use: sixteen widgets fewer to build before the first frame
+            panel = ParamsPanel(self.sampling, self.system, id="params")
+            await self.query_one("#workspace", Horizontal).mount(panel)
         if panel.display:
             panel.query("Input").first().focus()
         else:
@@ -293,7 +297,8 @@ class ConversationScreen(Screen):
         if "stop" in known:
             known["stop"] = tuple(known["stop"])
         self.sampling = Sampling(**known)
-        self.query_one("#params", ParamsPanel).set_values(self.sampling, self.system)
+        if self.query(ParamsPanel):
+            self.query_one(ParamsPanel).set_values(self.sampling, self.system)
         for pane in new_panes:
             pane.shared = self.sampling
             turns: dict[int, list[Any]] = {}
@@ -391,7 +396,9 @@ class CompareScreen(ConversationScreen):
         if store is not None and self.conversation_id is not None:
             store.record_vote(self.conversation_id, len(panes[0].turns) - 1, verdict)
         bar = self.query_one("#vote-bar", Static)
-        bar.update(f"Voted: [b]{VERDICTS[verdict]}[/] ({panes[0].settings.model} vs {panes[1].settings.model})")
+        bar.update(
+            styled("Voted: ", (VERDICTS[verdict], "bold"), f" ({panes[0].settings.model} vs {panes[1].settings.model})")
+        )
         self.notify(f"vote saved: {VERDICTS[verdict]}")
 
     def palette_commands(self) -> list[tuple[str, str, Any]]:
@@ -441,6 +448,5 @@ class ChatScreen(ConversationScreen):
         self.set_pane_model(self.panes[0], model_id)
 
     def palette_commands(self) -> list[tuple[str, str, Any]]:
-        return super().palette_commands() + [
-            ("Edit last message", "Take back your last message to edit and resend it", self.action_edit_last),
-        ]
+        edit = ("Edit last message", "Take back your last message to edit and resend it", self.action_edit_last)
+        return [*super().palette_commands(), edit]

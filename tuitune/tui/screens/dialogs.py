@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
-from rich.markup import escape
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -13,6 +13,7 @@ from textual.widgets import Button, Input, Label, OptionList
 from textual.widgets.option_list import Option
 
 from tuitune.catalog import Catalog
+from tuitune.tui.text import styled
 from tuitune.tui.widgets.params import FIELDS, parse_field
 
 PANE_FIELDS = ("temperature", "top_p", "max_tokens", "seed")
@@ -35,19 +36,17 @@ class ModelPicker(ModalScreen[str | None]):
         entries = sorted(self.catalog, key=lambda e: (not self.installed.get(e.id, False), e.id))
         for entry in entries:
             mark = "●" if self.installed.get(entry.id) else "○"
-            text = f"{mark} [b]{escape(entry.id)}[/b]  [dim]{escape(entry.name)} · {entry.kind} · {entry.mode}[/]"
+            text = styled(f"{mark} ", (entry.id, "bold"), (f"  {entry.name} · {entry.kind} · {entry.mode}", "dim"))
             options.append(Option(text, id=entry.id))
         with Vertical(classes="dialog"):
-            yield Label(f"[b]{escape(self.title_text)}[/b]  [dim]● installed  ○ not installed[/]")
+            yield Label(styled((self.title_text, "bold"), ("  ● installed  ○ not installed", "dim")))
             yield OptionList(*options, id="model-options")
 
     def on_mount(self) -> None:
         option_list = self.query_one(OptionList)
         if self.current:
-            try:
+            with contextlib.suppress(Exception):
                 option_list.highlighted = option_list.get_option_index(self.current)
-            except Exception:
-                pass
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         self.dismiss(event.option.id)
@@ -67,7 +66,7 @@ class ExamplePicker(ModalScreen[str | None]):
             yield Label("[b]Example prompts[/b] [dim]from suites/why-finetune.toml — Enter sends[/]")
             yield OptionList(
                 *(
-                    Option(escape(text.strip().replace("\n", " ⏎ "))[:200], id=str(i))
+                    Option(styled(text.strip().replace("\n", " ⏎ ")[:200]), id=str(i))
                     for i, (_, text) in enumerate(self.prompts)
                 )
             )
@@ -89,7 +88,7 @@ class PaneParams(ModalScreen[dict[str, Any] | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(f"[b]Parameters for pane {escape(self.pane_label)}[/b] [dim]empty = shared value[/]")
+            yield Label(styled((f"Parameters for pane {self.pane_label}", "bold"), (" empty = shared value", "dim")))
             for name in PANE_FIELDS:
                 label, _, help_text = FIELDS[name]
                 yield Label(f"{label} [dim]shared: {getattr(self.shared, name)} · {help_text}[/]")
@@ -138,7 +137,7 @@ class TextPrompt(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(f"[b]{escape(self.title_text)}[/b] [dim]Enter to confirm, Esc to cancel[/]")
+            yield Label(styled((self.title_text, "bold"), (" Enter to confirm, Esc to cancel", "dim")))
             yield Input(self.value, id="text-value")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
@@ -154,7 +153,7 @@ class Confirm(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(escape(self.question))
+            yield Label(styled(self.question))
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Yes (y)", variant="error", id="yes")
                 yield Button("No (Esc)", id="no")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from rich.markup import escape
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
@@ -10,18 +9,22 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from tuitune.paths import app_dirs
+from tuitune.tui.text import styled
 
 TIPS = """\
 [b]Compare[/b] sends one prompt to every pane at once. Each pane has its own model and mode:
   [b]raw[/b] continues your text (what a base model was trained to do);
   [b]chat[/b] wraps it in the model's chat template (what an instruct model expects).
 Tab moves focus from the prompt box to the panes; with a pane focused:
-  [b]m[/b] raw/chat · [b]o[/b] model · [b]p[/b] pane parameters · [b]s[/b] stop · [b]r[/b] regenerate · [b]c[/b] copy · [b]x[/b] close
-Prompt box: [b]Enter[/b] sends · [b]Ctrl+J[/b] newline · [b]Esc[/b] stops every pane · [b]Ctrl+R[/b] regenerates · [b]Ctrl+Y[/b] copies
-[b]Ctrl+G[/b] example prompts · [b]Ctrl+O[/b] shared parameters · [b]Ctrl+T[/b] add a pane · [b]Ctrl+L[/b] synced scrolling
+  [b]m[/b] raw/chat · [b]o[/b] model · [b]p[/b] pane parameters · [b]s[/b] stop · [b]r[/b] regenerate
+  [b]c[/b] copy · [b]x[/b] close
+Prompt box: [b]Enter[/b] sends · [b]Ctrl+J[/b] newline · [b]Esc[/b] stops every pane
+  [b]Ctrl+R[/b] regenerates · [b]Ctrl+Y[/b] copies · [b]Ctrl+G[/b] example prompts · [b]Ctrl+O[/b] shared parameters
+  [b]Ctrl+T[/b] add a pane · [b]Ctrl+L[/b] synced scrolling
 Votes after an answer: [b]Alt+1[/b] A better · [b]Alt+2[/b] B better · [b]Alt+3[/b] tie · [b]Alt+4[/b] both bad
 Chat: [b]Ctrl+E[/b] takes back your last message to edit and resend it
-[b]F2[/b] Compare · [b]F3[/b] Chat · [b]F4[/b] Models · [b]F5[/b] History · [b]Ctrl+P[/b] every action · [b]Ctrl+Q[/b] quit
+[b]F2[/b] Compare · [b]F3[/b] Chat · [b]F4[/b] Models · [b]F5[/b] History · [b]Ctrl+P[/b] every action
+[b]Ctrl+Q[/b] quits
 """
 
 
@@ -31,7 +34,7 @@ class HelpScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         dirs = app_dirs()
         places = "\n".join(
-            f"  {label:8} {escape(str(path))}"
+            f"  {label:8} {path}"
             for label, path in (
                 ("config", dirs.config),
                 ("data", dirs.data),
@@ -39,12 +42,13 @@ class HelpScreen(ModalScreen[None]):
                 ("logs", dirs.logs),
             )
         )
-        keymap = (
-            f"Rebind keys in [b]{escape(str(dirs.config / 'keymap.toml'))}[/b], binding id = key, e.g.\n"
-            '  "conversation.regenerate" = "ctrl+k"   "pane.toggle_mode" = "t"'
+        keymap = styled(
+            "Rebind keys in ",
+            (str(dirs.config / "keymap.toml"), "bold"),
+            ', binding id = key, e.g.\n  "conversation.regenerate" = "ctrl+k"   "pane.toggle_mode" = "t"',
         )
         with VerticalScroll(classes="dialog help"):
             yield Static("[b]tuitune help[/b]  [dim]Esc closes[/]\n")
             yield Static(TIPS)
-            yield Static(f"[b]Where things live[/b]\n{places}\n")
+            yield Static(styled(("Where things live", "bold"), f"\n{places}\n"))
             yield Static(keymap)

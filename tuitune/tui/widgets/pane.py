@@ -8,12 +8,13 @@ same cadence writes the partial answer to the history store, so a crash loses no
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from rich.markup import escape
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -24,13 +25,13 @@ from textual.worker import get_current_worker
 
 from tuitune.engines.base import Engine, Generation, Message, Request, Sampling, Stats
 from tuitune.errors import TuituneError
-from tuitune.safe_text import inert
+from tuitune.tui.text import styled
 from tuitune.tui.widgets.turn import TurnView
 
 if TYPE_CHECKING:
     from tuitune.tui.app import TuituneApp
 
-FLUSH_INTERVAL_S = 0.075
+FLUSH_INTERVAL_S = 0.1
 PANE_LETTERS = "ABCD"
 
 
@@ -117,9 +118,8 @@ class ComparePane(Vertical, can_focus=True):
         hint.display = not self.turns
         entry = self.tuitune.catalog_entry(self.settings.model)
         what = f"{entry.name} · {entry.kind}" if entry else self.settings.model
-        hint.update(
-            f"[dim]{escape(what)}\n{'continues your text' if self.settings.mode == 'raw' else 'answers in its chat template'}[/]"
-        )
+        behaviour = "continues your text" if self.settings.mode == "raw" else "answers in its chat template"
+        hint.update(styled((f"{what}\n{behaviour}", "dim")))
 
     def effective_sampling(self) -> Sampling:
         return replace(self.shared, **self.settings.overrides) if self.settings.overrides else self.shared
@@ -131,13 +131,22 @@ class ComparePane(Vertical, can_focus=True):
         entry = self.tuitune.catalog_entry(self.settings.model)
         kind = f" · {entry.kind}" if entry else ""
         mode = self.settings.mode.upper()
-        badge = " [reverse] ≠ params [/]" if self.differs_from_shared() else ""
-        state = {"loading": " [i]loading…[/]", "error": " [b red]load failed[/]"}.get(self.engine_state, "")
+        badge = ("  ≠ params ", "reverse") if self.differs_from_shared() else ""
+        state = {"loading": (" loading…", "italic"), "error": (" load failed", "bold red")}.get(self.engine_state, "")
         self.query_one(".pane-header", Static).update(
-            f"[b]{self.letter}[/] {escape(self.settings.model)}[dim]{kind}[/] [reverse] {mode} [/]{badge}{state}"
+            styled(
+                (self.letter, "bold"),
+                " ",
+                self.settings.model,
+                (kind, "dim"),
+                " ",
+                (f" {mode} ", "reverse"),
+                badge,
+                state,
+            )
         )
 
-    def set_status(self, text: str) -> None:
+    def set_status(self, text: str | Text) -> None:
         self.query_one(".pane-status", Static).update(text)
 
     # -- engine lifecycle (worker threads) ---------------------------------------------------------
@@ -161,11 +170,8 @@ class ComparePane(Vertical, can_focus=True):
 
     @work(thread=True, exclusive=True, group="engine", exit_on_error=False)
     def preload(self) -> None:
-        with self._engine_lock:
-            try:
-                self._ensure_engine()
-            except TuituneError:
-                pass  # shown in the pane by the EngineState message
+        with self._engine_lock, contextlib.suppress(TuituneError):  # the pane shows the EngineState message
+            self._ensure_engine()
 
     def close_engine(self) -> None:
         """Free the model in the background once any running generation has let go of it."""
@@ -188,11 +194,11 @@ class ComparePane(Vertical, can_focus=True):
         if message.state == "loading":
             entry = self.tuitune.catalog_entry(message.detail)
             size = f" ({entry.size / 1e6:.0f} MB)" if entry and entry.size else ""
-            self.set_status(f"loading {escape(message.detail)}{size}…")
+            self.set_status(styled(f"loading {message.detail}{size}…"))
         elif message.state == "error":
-            self.set_status(f"[b red]{escape(inert(message.detail))}[/]")
+            self.set_status(styled((message.detail, "bold red")))
         else:
-            self.set_status("[dim]ready[/]")
+            self.set_status(styled(("ready", "dim")))
         self.refresh_header()
 
     # -- conversation ------------------------------------------------------------------------------
@@ -315,11 +321,15 @@ class ComparePane(Vertical, can_focus=True):
     async def on_compare_pane_finished(self, message: Finished) -> None:
         if message.pane is not self:
             return
+        container = self.query_one(".pane-turns", VerticalScroll)
+        following = container.scroll_y >= container.max_scroll_y - 2
         await message.turn.finish(message.text, message.stats, message.error)
+        if following:  # the final Markdown render changes the height: stay at the end of the answer
+            self._follow_bottom(force=True)
         if message.turn is (self.turns[-1] if self.turns else None):
             self.busy = False
         for notice in message.notices:
-            self.set_status(f"[dim]note: {escape(inert(notice))}[/]")
+            self.set_status(styled((f"note: {notice}", "dim")))
 
     def stop(self) -> None:
         if self._generation is not None:

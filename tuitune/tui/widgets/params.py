@@ -68,6 +68,8 @@ class ParamsPanel(VerticalScroll):
 
     def on_input_changed(self, event: Input.Changed) -> None:
         event.stop()
+        if not self.is_mounted:
+            return
         name = (event.input.id or "").removeprefix("param-")
         if name == "system":
             self.system = event.value

@@ -21,6 +21,10 @@ class PromptBox(TextArea):
         super().__init__(soft_wrap=True, show_line_numbers=False, tab_behavior="focus", **kwargs)
         self.placeholder = placeholder
 
+    def on_mount(self) -> None:
+        if self.app.is_headless:  # tests and screenshots: a blinking cursor would make frames differ
+            self.cursor_blink = False
+
     async def _on_key(self, event: events.Key) -> None:
         if event.key == "enter":
             event.stop()
