@@ -1,7 +1,7 @@
 """TUI performance, on the real app and the real demo models, each figure measured side by side in one run.
 
-1. Startup: time from launching `tuitune` in a real terminal (tmux) to the first painted frame (the footer
-   appears on screen), median of N launches. Target <= 1.0 s.
+1. Startup: time from launching `tuitune` in a real terminal (tmux) to the first painted frame (the panes
+   are on screen), and to the footer being filled in, median of N launches. Target <= 1.0 s.
 2. Keypress latency while two panes stream: a key event handed to the app the way the terminal driver does
    (under the Textual pilot) until the first frame written after the prompt box took the key, p50/p95.
    Target p95 <= 50 ms.
@@ -41,8 +41,8 @@ def isolated_env() -> dict[str, str]:
     return env
 
 
-def startup_seconds(env: dict[str, str]) -> float:
-    """Launch tuitune in a detached tmux session and poll its screen until the footer is painted."""
+def startup_seconds(env: dict[str, str]) -> tuple[float, float]:
+    """Launch tuitune in a detached tmux session; seconds until the panes, then the footer, are on screen."""
     session = f"tuitune-bench-{os.getpid()}"
     subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
     command = " ".join(TUITUNE)
@@ -52,13 +52,16 @@ def startup_seconds(env: dict[str, str]) -> float:
         ["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "40", f"cd {REPO} && {exports} {command}"],
         check=True,
     )
+    first = None
     try:
         while time.perf_counter() - start < 20:
             screen = subprocess.run(
                 ["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True
             ).stdout
-            if "Quit" in screen and "gemma-3-270m" in screen:
-                return time.perf_counter() - start
+            if first is None and "gemma-3-270m" in screen:
+                first = time.perf_counter() - start
+            if first is not None and "Quit" in screen:
+                return first, time.perf_counter() - start
             time.sleep(0.005)
         raise RuntimeError("tuitune did not paint within 20 s")
     finally:
@@ -127,6 +130,7 @@ async def tui_decode_rate(model: str, tokens: int, history: Path) -> float:
 
     app = TuituneApp(history_path=history)
     async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause(2.5)  # let the Compare screen's start-up model loads finish first
         await pilot.press("f3")
         await pilot.pause(0.1)
         screen = app.screen
@@ -171,9 +175,12 @@ def main() -> None:
     if shutil.which("tmux"):
         startup_seconds(env)  # warm the page cache
         launches = [startup_seconds(env) for _ in range(args.launches)]
-        median, worst = statistics.median(launches), max(launches)
-        row = (len(launches), f"{median:.2f} s", f"{worst:.2f} s", "≤ 1.0 s")
-        print(table(("launches", "median", "max", "target"), [row]))
+        rows = [
+            (label, len(launches), f"{statistics.median(t[i] for t in launches):.2f} s",
+             f"{max(t[i] for t in launches):.2f} s")
+            for i, label in enumerate(("first frame (panes painted)", "footer with key bindings painted"))
+        ]  # fmt: skip
+        print(table(("", "launches", "median", "max"), rows))
     else:
         print("tmux not found: skipped")
 

@@ -198,7 +198,7 @@ async def test_votes_are_stored_with_the_comparison(tmp_path: Path):
         await type_and_send(pilot, "judge")
         await wait_idle(pilot, app)
         assert app.screen.query_one("#vote-bar").display
-        await pilot.press("alt+2")
+        await pilot.press("f7")
         await pilot.pause()
         votes = app.history.load(app.screen.conversation_id).votes
         assert [(v.turn, v.verdict) for v in votes] == [(0, "b")]

@@ -138,7 +138,7 @@ class ConversationScreen(Screen):
     def on_pane_finished(self) -> None:
         if len(self.panes) >= 2 and not any(pane.busy for pane in self.panes):
             bar = self.query_one("#vote-bar", Static)
-            bar.update("Vote: [b]alt+1[/] A better · [b]alt+2[/] B better · [b]alt+3[/] tie · [b]alt+4[/] both bad")
+            bar.update("Vote: [b]F6[/] A better · [b]F7[/] B better · [b]F8[/] tie · [b]F9[/] both bad")
             bar.display = self.KIND == "compare"
 
     # -- actions -----------------------------------------------------------------------------------
@@ -328,10 +328,10 @@ class CompareScreen(ConversationScreen):
     BINDINGS = [
         Binding("ctrl+t", "add_pane", "+Pane", id="compare.add_pane"),
         Binding("ctrl+l", "sync_scroll", "Sync scroll", id="compare.sync_scroll"),
-        Binding("alt+1", "vote('a')", "A better", show=False, id="compare.vote_a"),
-        Binding("alt+2", "vote('b')", "B better", show=False, id="compare.vote_b"),
-        Binding("alt+3", "vote('tie')", "Tie", show=False, id="compare.vote_tie"),
-        Binding("alt+4", "vote('bad')", "Both bad", show=False, id="compare.vote_bad"),
+        Binding("f6", "vote('a')", "A better", show=False, id="compare.vote_a", priority=True),
+        Binding("f7", "vote('b')", "B better", show=False, id="compare.vote_b", priority=True),
+        Binding("f8", "vote('tie')", "Tie", show=False, id="compare.vote_tie", priority=True),
+        Binding("f9", "vote('bad')", "Both bad", show=False, id="compare.vote_bad", priority=True),
     ]
 
     def __init__(self, panes: list[tuple[str, str]], prompt: str | None = None):

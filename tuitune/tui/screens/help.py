@@ -21,7 +21,7 @@ Tab moves focus from the prompt box to the panes; with a pane focused:
 Prompt box: [b]Enter[/b] sends · [b]Ctrl+J[/b] newline · [b]Esc[/b] stops every pane
   [b]Ctrl+R[/b] regenerates · [b]Ctrl+Y[/b] copies · [b]Ctrl+G[/b] example prompts · [b]Ctrl+O[/b] shared parameters
   [b]Ctrl+T[/b] add a pane · [b]Ctrl+L[/b] synced scrolling
-Votes after an answer: [b]Alt+1[/b] A better · [b]Alt+2[/b] B better · [b]Alt+3[/b] tie · [b]Alt+4[/b] both bad
+Votes after an answer: [b]F6[/b] A better · [b]F7[/b] B better · [b]F8[/b] tie · [b]F9[/b] both bad
 Chat: [b]Ctrl+E[/b] takes back your last message to edit and resend it
 [b]F2[/b] Compare · [b]F3[/b] Chat · [b]F4[/b] Models · [b]F5[/b] History · [b]Ctrl+P[/b] every action
 [b]Ctrl+Q[/b] quits

@@ -137,10 +137,10 @@ class ComparePane(Vertical, can_focus=True):
             styled(
                 (self.letter, "bold"),
                 " ",
+                (f" {mode} ", "reverse"),
+                " ",
                 self.settings.model,
                 (kind, "dim"),
-                " ",
-                (f" {mode} ", "reverse"),
                 badge,
                 state,
             )
