@@ -49,14 +49,8 @@ def human_size(size: int | None) -> str:
     return f"{size} B"
 
 
-def stats_line(stats, notices: list[str] | None = None) -> str:
-    parts = [f"{stats.prompt_tokens} prompt tokens", f"{stats.completion_tokens} generated"]
-    if stats.ttft_s is not None:
-        parts.append(f"first token {stats.ttft_s:.2f} s")
-    if stats.decode_tokens_per_s is not None:
-        parts.append(f"{stats.decode_tokens_per_s:.1f} tok/s")
-    parts.append(stats.finish_reason)
-    return " · ".join(parts)
+def stats_line(stats) -> str:
+    return stats.summary(with_prompt=True)
 
 
 def _stream_in_thread(generation) -> Iterator[str]:

@@ -68,6 +68,17 @@ class Stats:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def summary(self, with_prompt: bool = False) -> str:
+        """One line for people: tokens, time to first token, decode speed, why it stopped."""
+        parts = [f"{self.prompt_tokens} prompt tokens"] if with_prompt else []
+        parts.append(f"{self.completion_tokens} {'generated' if with_prompt else 'tokens'}")
+        if self.ttft_s is not None:
+            parts.append(f"TTFT {self.ttft_s:.2f} s")
+        if self.decode_tokens_per_s is not None:
+            parts.append(f"{self.decode_tokens_per_s:.1f} tok/s")
+        parts.append(self.finish_reason)
+        return " · ".join(parts)
+
 
 class Generation:
     """One streaming answer: iterate for text chunks; ``stats`` is final once iteration ends.

@@ -30,13 +30,7 @@ def stats_text(stats: Stats | None, live_tokens: int = 0, live_rate: float | Non
     if stats is None:
         rate = f" · {live_rate:.1f} tok/s" if live_rate else ""
         return f"{live_tokens} tokens{rate}" if live_tokens else "waiting for the first token…"
-    parts = [f"{stats.completion_tokens} tokens"]
-    if stats.ttft_s is not None:
-        parts.append(f"TTFT {stats.ttft_s:.2f} s")
-    if stats.decode_tokens_per_s is not None:
-        parts.append(f"{stats.decode_tokens_per_s:.1f} tok/s")
-    parts.append(stats.finish_reason)
-    return " · ".join(parts)
+    return stats.summary()
 
 
 class LiveAnswer(Static):
