@@ -167,3 +167,15 @@ def test_help_and_models_never_import_heavy_libraries():
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=True)
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--compare", "gemma-3-270m,nope"], "unknown model 'nope'"),
+        (["--prompt", "hi"], "--prompt goes with --compare"),
+        (["--compare", "a,b,c,d,e"], "unknown model"),
+    ],
+)
+def test_tui_flags_are_checked_before_the_screen_opens(args: list[str], fragment: str):
+    one_clear_error(run_cli(*args), fragment)

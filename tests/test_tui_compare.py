@@ -336,3 +336,20 @@ def test_tui_startup_imports_no_heavy_library(tmp_path: Path):
 def test_pane_is_focusable_and_has_rebindable_keys():
     ids = {binding.id for binding in ComparePane.BINDINGS}
     assert {"pane.toggle_mode", "pane.stop", "pane.copy"} <= ids
+
+
+async def test_synced_scrolling_moves_the_other_pane(tmp_path: Path):
+    long = "\n\n".join(f"paragraph {i}" for i in range(60))
+    app, _ = scripted_app(tmp_path, ScriptedModels({"gemma-3-270m": [long], "smollm2-135m-instruct": [long]}))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await type_and_send(pilot, "scroll")
+        await wait_idle(pilot, app)
+        await pilot.press("ctrl+l")
+        first, second = (pane.query_one(".pane-turns") for pane in app.screen.panes)
+        first.scroll_to(y=0, animate=False)
+        await pilot.pause(0.2)
+        assert second.max_scroll_y > 10 and second.scroll_y < second.max_scroll_y / 4
+        await pilot.press("ctrl+l")  # off again: the panes scroll on their own
+        first.scroll_to(y=first.max_scroll_y, animate=False)
+        await pilot.pause(0.2)
+        assert second.scroll_y < second.max_scroll_y / 4
