@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from tuitune.tui.app import TuituneApp
 
 FLUSH_INTERVAL_S = 0.1
+LIVE_STATS_INTERVAL_S = 0.5
 MODEL_THREAD_NICENESS = 5
 
 
@@ -103,6 +104,7 @@ class ComparePane(Vertical, can_focus=True):
         self._engine_lock = threading.Lock()
         self._generation: Generation | None = None
         self.busy = False
+        self._stats_shown_at = 0.0
         self.engine_state = "idle"
         self.store_ids: dict[int, int] = {}  # turn index → history message id
 
@@ -331,7 +333,9 @@ class ComparePane(Vertical, can_focus=True):
             return
         self._follow_bottom()
         await message.turn.write(message.text)
-        if message.rate is not None:
+        now = time.monotonic()
+        if message.rate is not None and now - self._stats_shown_at >= LIVE_STATS_INTERVAL_S:
+            self._stats_shown_at = now  # the counter needs no 10 Hz repaint; the text does
             message.turn.show_live(message.tokens, message.rate)
 
     async def on_compare_pane_finished(self, message: Finished) -> None:
