@@ -44,7 +44,7 @@ async def answer_dog_prompt(pilot) -> None:
     await settled(pilot)
     await type_and_send(pilot, "Tell me how to train my dog to sit")
     await wait_idle(pilot, pilot.app)
-    await pilot.pause(0.2)
+    await pilot.pause(0.5)  # the final Markdown render and the scroll that follows it
 
 
 def test_compare_screen_120x40(snap_compare, tmp_path: Path):

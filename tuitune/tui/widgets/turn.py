@@ -8,6 +8,9 @@ from typing import TYPE_CHECKING
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.geometry import Region
+from textual.strip import Strip
+from textual.widget import Widget
 from textual.widgets import Static
 
 if TYPE_CHECKING:
@@ -33,33 +36,68 @@ def stats_text(stats: Stats | None, live_tokens: int = 0, live_rate: float | Non
     return stats.summary()
 
 
-class LiveAnswer(Static):
-    """The answer while it streams: one widget whose height is reserved ahead of the text.
+class LiveAnswer(Widget):
+    """The answer while it streams, drawn line by line from a cache (Textual's line API).
 
-    Each update then repaints only this widget; the screen is laid out again only when the text outgrows
-    the reserved lines (every ~12 lines), instead of on every update.
+    Text arrives as the whole answer so far. Source lines that are complete never change, so their rendered
+    strips are kept and only the last, growing line is rendered again; only the screen lines that changed
+    are marked dirty. Height is reserved ahead of the text so the screen is laid out again every ~12 lines,
+    not on every update. Each line is rendered as Markdown on its own (emphasis, lists, headings); the
+    finished answer goes to the Markdown widget, which sees the whole document.
     """
 
-    SLACK_LINES = 12
+    DEFAULT_CSS = "LiveAnswer { height: auto; }"
+    SLACK_LINES = 8
 
     def __init__(self, **kwargs) -> None:
-        super().__init__("", **kwargs)
+        super().__init__(**kwargs)
+        self._width = 0
+        self._markdown = True
+        self._done_sources: list[str] = []  # complete source lines, rendered once
+        self._done_strips: list[Strip] = []
+        self._tail_strips: list[Strip] = []
         self._reserved = 0
+
+    def _render_source(self, line: str) -> list[Strip]:
+        if not line.strip():
+            return [Strip.blank(self._width)]
+        if self._markdown:
+            from rich.markdown import Markdown as RichMarkdown
+
+            renderable = RichMarkdown(line)
+        else:
+            renderable = Text(line)
+        console = self.app.console
+        options = console.options.update_width(self._width)
+        return [Strip(segments, self._width) for segments in console.render_lines(renderable, options, pad=True)]
 
     def show(self, text: str, markdown: bool) -> None:
         width = max(10, self.content_region.width or self.parent.size.width or 40)
-        plain = Text(text)
-        needed = len(plain.wrap(self.app.console, width)) + (4 if markdown else 0)
-        relayout = needed > self._reserved
-        if relayout:
-            self._reserved = needed + self.SLACK_LINES
-            self.styles.height = self._reserved
-        if markdown:
-            from rich.markdown import Markdown as RichMarkdown
-
-            self.update(RichMarkdown(text), layout=relayout)
+        if width != self._width or markdown != self._markdown:  # re-wrap everything at a new width
+            self._width, self._markdown = width, markdown
+            self._done_sources, self._done_strips = [], []
+        *complete, tail = text.split("\n")
+        first_dirty = len(self._done_strips)
+        for line in complete[len(self._done_sources) :]:
+            self._done_sources.append(line)
+            self._done_strips.extend(self._render_source(line))
+        self._tail_strips = self._render_source(tail) if tail else []
+        total = len(self._done_strips) + len(self._tail_strips)
+        if total > self._reserved:
+            self._reserved = total + self.SLACK_LINES
+            self.styles.height = self._reserved  # a layout, once every SLACK_LINES lines
         else:
-            self.update(plain, layout=relayout)
+            self.refresh(Region(0, first_dirty, self.size.width, total - first_dirty + 1))
+
+    def render_line(self, y: int) -> Strip:
+        done = self._done_strips
+        if y < len(done):
+            strip = done[y]
+        elif y - len(done) < len(self._tail_strips):
+            strip = self._tail_strips[y - len(done)]
+        else:
+            return Strip.blank(self.size.width, self.rich_style)
+        return strip.apply_style(self.rich_style)
 
 
 class TurnView(Vertical):
