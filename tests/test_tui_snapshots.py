@@ -53,7 +53,11 @@ def test_compare_screen_120x40(snap_compare, tmp_path: Path):
 
 
 def test_compare_screen_80x24(snap_compare, tmp_path: Path):
-    app, _ = scripted_app(tmp_path, lab_models())
+    # Answers that fit the small panes: a scrollbar's colour depends on when the last scroll happened.
+    short = ScriptedModels(
+        {"gemma-3-270m": [" on a chair?\n\nI'm not sure."], "smollm2-135m-instruct": ["Hold a treat; say **sit**."]}
+    )
+    app, _ = scripted_app(tmp_path, short)
     assert snap_compare(app, terminal_size=(80, 24), run_before=answer_dog_prompt)
 
 
