@@ -49,10 +49,6 @@ def human_size(size: int | None) -> str:
     return f"{size} B"
 
 
-def stats_line(stats) -> str:
-    return stats.summary(with_prompt=True)
-
-
 def _stream_in_thread(generation) -> Iterator[str]:
     """Run a generation in a worker thread so Ctrl-C in the main thread can cancel it cleanly."""
     chunks: queue.Queue = queue.Queue()
@@ -166,7 +162,7 @@ def _print_result(result, out: TextIO, style: Style) -> None:
         print(f"error: {inert(result.error)}", file=out)
     else:
         print(inert(result.text.strip("\n")) or style.dim("(empty answer)"), file=out)
-        print(style.dim(stats_line(result.stats)), file=out)
+        print(style.dim(result.stats.summary(with_prompt=True)), file=out)
     print(file=out)
 
 
@@ -282,7 +278,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
         for notice in generation.notices:
             print(style.dim(f"note: {inert(notice)}"), file=sys.stderr)
-        print(style.dim(stats_line(generation.stats)), file=sys.stderr)
+        print(style.dim(generation.stats.summary(with_prompt=True)), file=sys.stderr)
         return 0
     finally:
         engine.close()
@@ -346,7 +342,7 @@ def _repl(engine, model_id: str, mode: str, sampling, system: str | None) -> int
         print()
         for notice in generation.notices:
             print(style.dim(f"note: {inert(notice)}"))
-        print(style.dim(stats_line(generation.stats)))
+        print(style.dim(generation.stats.summary(with_prompt=True)))
         if mode == "chat" and generation.text:  # a stopped answer keeps what was shown; an empty one is dropped
             history += [Message("user", line), Message("assistant", generation.text)]
 

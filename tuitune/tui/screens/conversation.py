@@ -313,10 +313,6 @@ class ConversationScreen(Screen):
                     slot[3] = Stats(**message.stats) if message.stats else None
                     slot[4] = message.error
             await pane.load_turns([tuple(turns[t]) for t in sorted(turns)])
-            for turn_index in sorted(turns):
-                for message in conversation.messages:
-                    if message.pane_index == pane.index and message.turn == turn_index and message.role == "assistant":
-                        pane.store_ids[turn_index] = message.id
             pane.preload()
         self.conversation_id = conversation.id
         self.query_one(PromptBox).focus()

@@ -106,7 +106,6 @@ class ComparePane(Vertical, can_focus=True):
         self.busy = False
         self._stats_shown_at = 0.0
         self.engine_state = "idle"
-        self.store_ids: dict[int, int] = {}  # turn index → history message id
 
     @property
     def tuitune(self) -> TuituneApp:
@@ -236,8 +235,6 @@ class ComparePane(Vertical, can_focus=True):
         request = self.build_request(text, system)
         turn = TurnView(text, self.settings.mode)
         self.turns.append(turn)
-        if message_id is not None:
-            self.store_ids[len(self.turns) - 1] = message_id
         self.query_one(".pane-empty", Static).display = False
         await self.query_one(".pane-turns", VerticalScroll).mount(turn)
         self._follow_bottom(force=True)
@@ -249,7 +246,6 @@ class ComparePane(Vertical, can_focus=True):
         if not self.turns:
             return None
         turn = self.turns.pop()
-        self.store_ids.pop(len(self.turns), None)
         await turn.remove()
         self._show_empty_hint()
         return turn
@@ -259,7 +255,6 @@ class ComparePane(Vertical, can_focus=True):
         for turn in self.turns:
             await turn.remove()
         self.turns.clear()
-        self.store_ids.clear()
         self._show_empty_hint()
 
     async def load_turns(self, turns: list[tuple[str, str, str, Stats | None, str | None]]) -> None:

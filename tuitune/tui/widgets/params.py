@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
@@ -82,7 +82,5 @@ class ParamsPanel(VerticalScroll):
                 return
             event.input.remove_class("invalid")
             event.input.tooltip = None
-            from dataclasses import replace
-
             self.sampling = replace(self.sampling, **{name: value})
         self.post_message(self.Changed(self.sampling, self.system))
