@@ -8,7 +8,7 @@
 3. Decode tokens/s of a model streaming into the TUI (Chat screen, one pane) vs the same model and prompt in
    the headless CLI (`tuitune chat … --json`), interleaved rounds. Target ratio >= 0.95.
 
-    python bench/bench_tui.py [--launches 5] [--rounds 3] [--tokens 256]
+    python bench/bench_tui.py [--launches 5] [--rounds 5] [--tokens 256]
 """
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--launches", type=int, default=5)
     parser.add_argument("--samples", type=int, default=60)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--one-tui-run", metavar="MODEL", help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="raw", help=argparse.SUPPRESS)

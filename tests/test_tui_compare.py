@@ -353,3 +353,26 @@ async def test_synced_scrolling_moves_the_other_pane(tmp_path: Path):
         first.scroll_to(y=first.max_scroll_y, animate=False)
         await pilot.pause(0.2)
         assert second.scroll_y < second.max_scroll_y / 4
+
+
+async def test_view_follows_the_text_while_streaming_until_the_user_scrolls_up(tmp_path: Path):
+    lines = "".join(f"line {n}\n\n" for n in range(100))  # < 256 scripted chunks
+    models = ScriptedModels({"smollm2-135m-instruct": [lines]}, delay_s=0.004)
+    app, _ = scripted_app(tmp_path, models)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await type_and_send(pilot, "go")
+        pane = app.screen.panes[1]
+        container = pane.query_one(".pane-turns")
+        await pilot.pause(0.6)
+        live = pane.turns[0].live
+        assert live is not None and container.scroll_y > 0
+        # The last line of text is on screen, just above the bottom (not the blank lines reserved below).
+        last_text_row = live.region.y + live.text_lines - 1
+        assert container.region.y <= last_text_row < container.region.bottom
+        assert "tok/s" in str(pane.query_one(".pane-status").render())  # live counter in the status line
+        container.scroll_to(y=0, animate=False, immediate=True)
+        await pilot.pause(0.5)
+        assert container.scroll_y == 0  # the user is reading the top: streaming does not pull the view down
+        await wait_idle(pilot, app)
+        assert "line 99" in pane.turns[0].answer and container.scroll_y == 0
+        assert "ready" in str(pane.query_one(".pane-status").render())

