@@ -319,3 +319,36 @@ def load_catalog(shipped: Path | None = None, user: Path | None = None) -> Catal
     entries = list(merged.values())
     _check_references(entries)
     return Catalog(entries, files)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{key} = {_toml_value(item)}" for key, item in value.items()) + " }"
+    import json
+
+    return json.dumps(str(value), ensure_ascii=False)  # a JSON string is a valid TOML basic string
+
+
+def add_user_entry(fields: dict[str, Any], user: Path | None = None) -> Path:
+    """Append one [[model]] to the user's catalog, keeping the file as it was if the result does not load."""
+    user = user if user is not None else app_dirs().user_catalog
+    before = user.read_text(encoding="utf-8") if user.exists() else None
+    block = "\n[[model]]\n" + "".join(f"{key} = {_toml_value(value)}\n" for key, value in fields.items())
+    if before is None:
+        block = "# Your own models; entries here replace shipped ones with the same id.\n" + block
+    user.parent.mkdir(parents=True, exist_ok=True)
+    with open(user, "a", encoding="utf-8") as handle:
+        handle.write(block)
+    try:
+        load_catalog(user=user)
+    except CatalogError:
+        if before is None:
+            user.unlink()
+        else:
+            user.write_text(before, encoding="utf-8")
+        raise
+    return user

@@ -125,7 +125,7 @@ class HubClient:
         if isinstance(reason, ConnectionRefusedError):
             what = "connection refused"
         elif isinstance(reason, (TimeoutError, socket.timeout)):
-            what = f"no answer within {self.timeout:.0f} s"
+            what = f"no answer within {self.timeout:g} s"
         elif isinstance(reason, socket.gaierror):
             what = "host name not found"
         else:
