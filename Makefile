@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_engine.py
 	$(BIN)/python bench/bench_compare.py
 	$(BIN)/python bench/bench_tui.py
+	$(BIN)/python bench/bench_download.py
 
 # LoRA training needs torch. `torch==2.13.0` resolves to the local CPU build; installing it first means the
 # `train` extra's `torch>=2.13.0` is already satisfied and pip never fetches torch's CUDA wheels.

@@ -61,7 +61,7 @@ source = { path = "/models/smol.gguf" }
 
 def test_unknown_model_suggests_close_ids(catalog):
     with pytest.raises(ModelNotFoundError, match="did you mean smollm2-135m-instruct"):
-        catalog.get("smollm2-135m")
+        catalog.get("smollm2-135m-instrukt")
 
 
 BAD_CATALOGS = [
@@ -119,3 +119,29 @@ def test_models_table_is_plain_text():
     header, *rows = result.stdout.strip().splitlines()
     assert header.split() == ["ID", "KIND", "FAMILY", "PAIR", "SOURCE", "SIZE", "INSTALLED"]
     assert any(row.startswith("gemma-3-270m ") and row.rstrip().endswith("yes") for row in rows)
+
+
+def test_shipped_hub_pairs_are_complete(catalog):
+    """Every Hub model names its sibling, and the pair goes both ways (base ↔ chat), so Compare pair works."""
+    hub = [entry for entry in catalog if entry.source is not None and entry.source.kind == "hf"]
+    assert {"llama-2-7b", "llama-2-7b-chat", "qwen2.5-0.5b", "tinyllama-1.1b-chat"} <= {e.id for e in hub}
+    for entry in hub:
+        sibling = catalog.get(entry.pair)
+        assert {entry.kind, sibling.kind} == {"base", "chat"}, entry.id
+        assert (entry.source.file or entry.source.pattern).lower().endswith(".gguf")
+
+
+def test_hf_source_needs_a_file_or_a_pattern(tmp_path: Path):
+    from tuitune.catalog import load_catalog
+
+    user = tmp_path / "models.toml"
+    base = '[[model]]\nid = "x"\nname = "X"\nkind = "base"\nfamily = "llama"\n'
+    user.write_text(base + 'source = { hf = "org/repo" }\n')
+    with pytest.raises(CatalogError, match=r"line 1.*either 'file'.*or 'pattern'"):
+        load_catalog(user=user)
+    user.write_text(base + 'source = { hf = "repo-without-org", file = "a.gguf" }\n')
+    with pytest.raises(CatalogError, match="not a Hub repo id"):
+        load_catalog(user=user)
+    user.write_text(base + 'source = { hf = "org/repo", pattern = "*Q4_K_M.gguf", revision = "v1" }\n')
+    entry = load_catalog(user=user).get("x")
+    assert entry.source.pattern == "*Q4_K_M.gguf" and entry.source.revision == "v1"

@@ -120,7 +120,10 @@ def test_system_prompt_reaches_the_chat_model():
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [
-        (["chat", "smollm2-135m", "hi"], ["unknown model 'smollm2-135m'", "did you mean smollm2-135m-instruct"]),
+        (
+            ["chat", "smollm2-135m-instrukt", "hi"],
+            ["unknown model 'smollm2-135m-instrukt'", "did you mean smollm2-135m-instruct"],
+        ),
         (["chat", "/nowhere/model.gguf", "hi"], ["/nowhere/model.gguf does not exist"]),
         (["compare", "hi", "--models", "gemma-3-270m,nope"], ["unknown model 'nope'"]),
         (["chat", "smollm2-135m-instruct", "word " * 300, "--ctx", "64"], ["prompt is", "context holds 64"]),

@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_cli
-from hub_server import HubServer, Repo, free_port
 
+from tests.conftest import REPO, run_cli
+from tests.hub_server import HubServer, Repo, free_port
 from tuitune.catalog import ModelEntry, Source
 from tuitune.downloads import (
     DiskSpaceError,
@@ -303,3 +303,52 @@ def test_pull_repo_file_adds_an_entry_and_rm_keeps_it(hub: HubServer, cache: Pat
     assert not (hf_dir(hf_entry()) / SMOL_FILE).exists()
     demo = run_cli("rm", "smollm2-135m-instruct")
     assert demo.returncode == 1 and "was not downloaded by tuitune" in demo.stderr
+
+
+def test_models_screen_downloads_with_progress_cancel_and_resume(
+    hub: HubServer, cache: Path, tuitune_dirs, tmp_path: Path, monkeypatch
+):
+    import asyncio
+
+    from tests.test_tui_models import details, highlight, make_app, open_models, row
+
+    write_user_catalog(tuitune_dirs["config"], SMOL_ENTRY)
+    hub.throttle_bps = 25e6
+    app = make_app(tmp_path)
+    notes: list[str] = []
+    monkeypatch.setattr(app, "notify", lambda message, **kwargs: notes.append(message))
+
+    async def until(pilot, condition, what: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert time.monotonic() < deadline, what
+            await pilot.pause(0.05)
+
+    async def scenario() -> None:
+        async with app.run_test(size=(120, 40)) as pilot:
+            screen = await open_models(pilot)
+            await until(pilot, lambda: row(screen, "smol-hub")["installed"] == "no", "installed state")
+            await highlight(pilot, screen, "smol-hub")
+            assert "press d to download" in details(screen)
+            await pilot.press("d")
+            await until(pilot, lambda: row(screen, "smol-hub")["installed"].endswith("%"), "progress in the table")
+            await until(pilot, lambda: "MB of 98.4 MB" in str(screen.query_one("#models-download-text").render()),
+                        "progress line")  # fmt: skip
+            assert screen.query_one("#models-download").display
+            await pilot.press("x")
+            await until(pilot, lambda: any("bytes are kept" in note for note in notes), "cancel notice")
+            assert row(screen, "smol-hub")["installed"] == "no"
+            kept = (hf_dir(hf_entry()) / (SMOL_FILE + ".part")).stat().st_size
+            assert kept > 0
+            hub.throttle_bps = None
+            await pilot.press("d")
+            await until(pilot, lambda: row(screen, "smol-hub")["installed"] == "yes", "download finished")
+            await until(pilot, lambda: row(screen, "smol-hub")["context"] not in ("…", "-"), "header read")
+            assert any("downloaded and verified" in note for note in notes)
+            assert int(hub.cdn_gets()[-1].range.removeprefix("bytes=").rstrip("-")) >= kept
+            await pilot.press("delete")
+            await pilot.press("y")
+            await until(pilot, lambda: row(screen, "smol-hub")["installed"] == "no", "deleted")
+            assert not (hf_dir(hf_entry()) / SMOL_FILE).exists()
+
+    asyncio.run(scenario())

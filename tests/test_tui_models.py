@@ -150,7 +150,10 @@ def test_palette_commands_and_small_terminal(tmp_path: Path) -> None:
     async def scenario(pilot: Pilot) -> None:
         screen = await open_models(pilot)
         titles = [title for title, _, callback in screen.palette_commands() if callable(callback)]
-        assert titles == [f"Chat with {GEMMA}", f"Compare {GEMMA} with its pair", "Refresh models"]
+        assert titles == [
+            f"Chat with {GEMMA}", f"Compare {GEMMA} with its pair", f"Download {GEMMA}",
+            f"Cancel the download of {GEMMA}", f"Delete the file of {GEMMA}", "Refresh models",
+        ]  # fmt: skip
         table, panel = screen.query_one(DataTable), screen.query_one("#models-details")
         assert table.region.height >= 3 and panel.region.height >= 8
         assert panel.region.bottom <= 23  # above the footer

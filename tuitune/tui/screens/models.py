@@ -1,5 +1,9 @@
 """Models: the catalog as a table, with each installed model's GGUF header read in the background.
 
+Hub models download from here too (``d``): each download runs in its own thread worker with a cancel event,
+reports progress through messages (the table's "installed" cell and a progress bar under the details), and
+keeps its bytes when cancelled or interrupted, so the next ``d`` (or ``tuitune pull``) resumes it.
+
 Reading a header needs the model's file, and the chunked Gemma demo is assembled on its first use
 (seconds), so installed state and headers come from a thread worker and fill in as they arrive: the screen
 paints at once with "…" and never waits on the disk. Untrusted text (GGUF metadata, catalog strings) is
@@ -8,6 +12,7 @@ shown through ``rich.text.Text``, never parsed as markup.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -17,10 +22,10 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import VerticalScroll
+from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Footer, Header, ProgressBar, Static
 
 from tuitune.catalog import ModelEntry
 from tuitune.errors import TuituneError
@@ -80,6 +85,32 @@ class HeaderRead(Message):
         self.generation, self.model_id, self.header = generation, model_id, header
 
 
+class DownloadUpdate(Message):
+    """From a download worker: progress (``progress`` set) or the end (``result``: "done" or a message)."""
+
+    def __init__(self, model_id: str, progress: Any = None, result: str | None = None, failed: bool = False):
+        super().__init__()
+        self.model_id, self.progress, self.result, self.failed = model_id, progress, result, failed
+
+
+def is_downloadable(entry: ModelEntry) -> bool:
+    return entry.source is not None and entry.source.kind == "hf"
+
+
+def progress_text(progress: Any) -> str:
+    from tuitune.downloads import human_bytes
+
+    if progress is None:
+        return "starting…"
+    if progress.phase == "checking":
+        return f"checking {human_bytes(progress.done)} kept from an earlier download…"
+    if progress.phase == "verifying":
+        return "verifying sha256…"
+    eta = progress.eta_s
+    eta_text = f" · ETA {int(eta // 60)}:{int(eta % 60):02d}" if eta is not None else ""
+    return f"{human_bytes(progress.done)} of {human_bytes(progress.total)} · {human_bytes(progress.speed)}/s{eta_text}"
+
+
 class ModelsScreen(Screen):
     """Every catalog model, its GGUF facts, and one key to chat with it or compare it with its pair."""
 
@@ -87,6 +118,9 @@ class ModelsScreen(Screen):
         # priority: the table's own Enter (and any click) would otherwise "select" the row instead
         Binding("enter,c", "open_chat", "Chat", id="models.chat", priority=True),
         Binding("p", "open_pair", "Compare pair", id="models.pair"),
+        Binding("d", "download", "Download", id="models.download"),
+        Binding("x", "cancel_download", "Cancel download", id="models.cancel_download"),
+        Binding("delete", "delete_file", "Delete file", id="models.delete"),
         Binding("r", "refresh", "Refresh", id="models.refresh"),
     ]
 
@@ -98,6 +132,8 @@ class ModelsScreen(Screen):
         self.installed: dict[str, bool] = {}  # cached for the session; `r` clears it
         self.headers: dict[str, HeaderState] = {}
         self.generation = 0  # results from a worker older than the last refresh are dropped
+        self.downloads: dict[str, threading.Event] = {}  # model id → its cancel event, while downloading
+        self.download_progress: dict[str, Any] = {}
 
     @property
     def tuitune(self) -> TuituneApp:
@@ -108,9 +144,13 @@ class ModelsScreen(Screen):
         yield DataTable(id="models-table", cursor_type="row", zebra_stripes=True)
         with VerticalScroll(id="models-details"):
             yield Static(id="models-details-text")
+        with Horizontal(id="models-download"):
+            yield ProgressBar(id="models-download-bar", show_eta=False)
+            yield Static(id="models-download-text")
         yield Footer()
 
     def on_mount(self) -> None:
+        self.query_one("#models-download").display = False
         table = self.query_one(DataTable)
         for key in COLUMNS:
             table.add_column(key, key=key)
@@ -188,6 +228,10 @@ class ModelsScreen(Screen):
         else:
             context = template = NONE if header is None else ("error" if header != PENDING else PENDING)
         installed = self.installed.get(entry.id)
+        installed_text = PENDING if installed is None else ("yes" if installed else "no")
+        if entry.id in self.downloads:
+            fraction = getattr(self.download_progress.get(entry.id), "fraction", None)
+            installed_text = f"{fraction * 100:.0f}%" if fraction is not None else "↓"
         values = {
             "id": entry.id,
             "kind": entry.kind,
@@ -197,7 +241,7 @@ class ModelsScreen(Screen):
             "quant": (info.quantization if info else None) or entry.quant or NONE,
             "context": context,
             "template": template,
-            "installed": PENDING if installed is None else ("yes" if installed else "no"),
+            "installed": installed_text,
         }
         style = {"error": "red", "no": "dim"}
         return [
@@ -231,6 +275,20 @@ class ModelsScreen(Screen):
         entry = self.highlighted_entry()
         details = self.query_one("#models-details-text", Static)
         details.update(self.details(entry) if entry else Text("The catalog is empty: add models to models.toml."))
+        self.show_download(entry.id if entry else None)
+
+    def show_download(self, model_id: str | None) -> None:
+        """The progress bar under the details follows the highlighted model's download, if it has one."""
+        box = self.query_one("#models-download")
+        box.display = model_id in self.downloads
+        if not box.display:
+            return
+        progress = self.download_progress.get(model_id)
+        bar = self.query_one("#models-download-bar", ProgressBar)
+        bar.update(total=getattr(progress, "total", None), progress=getattr(progress, "done", 0))
+        label = Text(progress_text(progress) + "  ")
+        label.append("x cancels; the bytes are kept", style="dim")
+        self.query_one("#models-download-text", Static).update(label)
 
     def details(self, entry: ModelEntry) -> RenderableType:
         """Everything known about ``entry``: a label/value grid of plain Text, so nothing is read as markup."""
@@ -257,6 +315,9 @@ class ModelsScreen(Screen):
         if header is None:
             installed = self.installed.get(entry.id)
             reason = "not installed" if has_gguf(entry) and installed is False else f"no local GGUF ({entry.kind})"
+            if is_downloadable(entry) and installed is False:
+                size = f" ({human_size(entry.size)})" if entry.size else ""
+                reason = f"not downloaded: press d to download{size} from the Hub"
             line("GGUF", reason)
         elif header == PENDING:
             line("GGUF", "reading the header… (the Gemma demo is assembled on first use)", "dim")
@@ -324,12 +385,129 @@ class ModelsScreen(Screen):
         self.warn_if_missing(pair)
         await self.tuitune.open_compare([item.id for item in pair])
 
+    # -- downloads -----------------------------------------------------------------------------------
+    def action_download(self) -> None:
+        entry = self.highlighted_entry()
+        if entry is None:
+            return
+        if not is_downloadable(entry):
+            self.notify(f"{entry.id} does not come from the Hub ({source_text(entry)})", severity="warning",
+                        markup=False)  # fmt: skip
+            return
+        if entry.id in self.downloads:
+            self.notify(f"{entry.id} is already downloading", markup=False)
+            return
+        if self.installed.get(entry.id):
+            self.notify(f"{entry.id} is already downloaded", markup=False)
+            return
+        cancel = threading.Event()
+        self.downloads[entry.id] = cancel
+        self.download_progress.pop(entry.id, None)
+        self.update_row(entry.id)
+        self.download(entry, cancel)
+
+    @work(thread=True, exit_on_error=False)
+    def download(self, entry: ModelEntry, cancel: threading.Event) -> None:
+        from tuitune.downloads import DownloadCancelled, pull_model
+
+        def progress(update: Any) -> None:
+            self.post_message(DownloadUpdate(entry.id, progress=update))
+
+        try:
+            path = pull_model(entry, progress=progress, cancel=cancel)
+        except DownloadCancelled as stopped:
+            self.post_message(DownloadUpdate(entry.id, result=str(stopped)))
+        except TuituneError as error:
+            self.post_message(DownloadUpdate(entry.id, result=str(error), failed=True))
+        except Exception as error:  # never let a download take the app down
+            self.post_message(DownloadUpdate(entry.id, result=f"download failed: {error!r}", failed=True))
+        else:
+            self.post_message(DownloadUpdate(entry.id, result=f"{entry.id} downloaded and verified: {path.name}"))
+
+    def on_download_update(self, message: DownloadUpdate) -> None:
+        if message.result is None:
+            self.download_progress[message.model_id] = message.progress
+        else:
+            self.downloads.pop(message.model_id, None)
+            self.download_progress.pop(message.model_id, None)
+            self.notify(message.result, severity="error" if message.failed else "information", markup=False,
+                        timeout=10 if message.failed else 5)  # fmt: skip
+            self.recheck(message.model_id)
+        self.update_row(message.model_id)
+        if message.model_id == self.highlighted_id():
+            self.show_download(message.model_id)
+
+    def recheck(self, model_id: str) -> None:
+        """Installed state and header of one model again, after its file came or went."""
+        from tuitune.sources import is_installed
+
+        entry = self.entries.get(model_id)
+        if entry is None:
+            return
+        self.headers.pop(model_id, None)
+        self.installed[model_id] = is_installed(entry)
+        if self.installed[model_id]:
+            self.read_header(entry, self.generation)
+
+    @work(thread=True)
+    def read_header(self, entry: ModelEntry, generation: int) -> None:
+        from tuitune.sources import model_path
+
+        try:
+            header: HeaderState = read_gguf(model_path(entry))
+        except TuituneError as error:
+            header = str(error)
+        self.post_message(HeaderRead(generation, entry.id, header))
+
+    def action_cancel_download(self) -> None:
+        model_id = self.highlighted_id()
+        if model_id not in self.downloads:
+            running = ", ".join(self.downloads) or "none"
+            self.notify(f"{model_id} is not downloading (downloads running: {running})", markup=False)
+            return
+        self.downloads[model_id].set()
+
+    def action_delete_file(self) -> None:
+        from tuitune.tui.screens.dialogs import Confirm
+
+        entry = self.highlighted_entry()
+        if entry is None:
+            return
+        if not is_downloadable(entry):
+            self.notify(f"tuitune deletes only files it downloaded; {entry.id} comes from {source_text(entry)}",
+                        severity="warning", markup=False)  # fmt: skip
+            return
+        if entry.id in self.downloads:
+            self.notify("cancel the download first (x)", severity="warning")
+            return
+
+        def answered(yes: bool | None) -> None:
+            if not yes:
+                return
+            from tuitune.downloads import human_bytes, remove_model
+
+            removed = remove_model(entry)
+            freed = human_bytes(sum(size for _, size in removed))
+            self.notify(f"deleted {entry.id}'s files ({freed}); the catalog entry stays" if removed
+                        else f"nothing downloaded for {entry.id}", markup=False)  # fmt: skip
+            self.recheck(entry.id)
+            self.update_row(entry.id)
+
+        self.app.push_screen(Confirm(f"Delete the downloaded file of {entry.id}? (press d to get it back)"), answered)
+
+    def on_unmount(self) -> None:
+        for cancel in self.downloads.values():  # threads stop after their current block; bytes are kept
+            cancel.set()
+
     def palette_commands(self) -> list[tuple[str, str, Callable[[], Any]]]:
         """Commands this screen adds to the command palette: (title, help, callback)."""
         model = self.highlighted_id() or "the highlighted model"
         return [
             (f"Chat with {model}", "Open the highlighted model in Chat", self.action_open_chat),
             (f"Compare {model} with its pair", "Base first, then its chat sibling", self.action_open_pair),
+            (f"Download {model}", "Fetch it from the Hugging Face Hub (resumes)", self.action_download),
+            (f"Cancel the download of {model}", "Stop it; the bytes are kept", self.action_cancel_download),
+            (f"Delete the file of {model}", "Remove a downloaded model's file", self.action_delete_file),
             ("Refresh models", "Re-read installed state and GGUF headers", self.action_refresh),
         ]
 
