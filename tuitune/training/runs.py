@@ -1,0 +1,161 @@
+"""Training runs on disk: configuration, status, metrics, and which run is active.
+
+A run lives in ``DATA_DIR/runs/NAME/``: ``config.json`` (what to train), ``status.json`` (state, step, pid,
+message), ``metrics.jsonl`` (one JSON line per step), ``checkpoints/step-N/`` (adapter, optimizer and RNG
+state), ``adapter/`` (the final PEFT adapter) and ``NAME.gguf`` (the llama.cpp adapter). Both the CLI and
+the TUI read these files; only the trainer subprocess writes them. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tuitune.errors import TuituneError
+from tuitune.paths import app_dirs
+
+DEFAULT_TARGETS = {
+    "gemma3": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+}
+ATTENTION_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; saved as config.json so ``--resume`` trains exactly the same thing."""
+
+    name: str
+    base: str
+    data: str
+    val: str | None = None
+    val_split: float = 0.0
+    epochs: float | None = None
+    max_steps: int | None = None
+    lr: float = 2e-4
+    rank: int = 16
+    alpha: float = 32.0
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=list)
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_length: int = 512
+    neftune_alpha: float | None = None
+    seed: int = 42
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    save_every: int = 10
+    eval_every: int = 10
+
+    def validate(self) -> None:
+        problems = []
+        if self.epochs is not None and self.max_steps is not None:
+            problems.append("give --epochs or --max-steps, not both")
+        if self.epochs is not None and self.epochs <= 0:
+            problems.append("--epochs must be > 0")
+        if self.max_steps is not None and self.max_steps < 1:
+            problems.append("--max-steps must be at least 1")
+        for name in ("rank", "batch_size", "grad_accum", "max_length", "save_every", "eval_every"):
+            if getattr(self, name) < 1:
+                problems.append(f"--{name.replace('_', '-')} must be at least 1")
+        if not 0 < self.lr < 1:
+            problems.append("--lr must be between 0 and 1 (e.g. 2e-4)")
+        if not 0 <= self.dropout < 1:
+            problems.append("--dropout must be in [0, 1)")
+        if not 0 <= self.val_split < 0.5:
+            problems.append("--val-split must be in [0, 0.5)")
+        if self.alpha <= 0:
+            problems.append("--alpha must be > 0")
+        if problems:
+            raise TuituneError("; ".join(problems))
+
+    @classmethod
+    def from_json(cls, path: Path) -> TrainConfig:
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            return cls(**raw)
+        except (OSError, ValueError, TypeError) as error:
+            raise TuituneError(f"{path}: not a tuitune run configuration ({error})") from None
+
+    def write(self, path: Path) -> None:
+        write_json(path, asdict(self))
+
+
+def runs_dir() -> Path:
+    return app_dirs().data / "runs"
+
+
+def run_dir(name: str) -> Path:
+    return runs_dir() / name
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write atomically, so a reader (or a crash) never sees half a file."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_metrics(directory: Path) -> list[dict[str, Any]]:
+    """Every complete line of metrics.jsonl (a line being written is skipped)."""
+    rows = []
+    try:
+        text = (directory / "metrics.jsonl").read_text(encoding="utf-8")
+    except OSError:
+        return rows
+    for line in text.splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_status(directory: Path) -> dict[str, Any]:
+    """status.json, with a "running" run whose process is gone reported as "interrupted"."""
+    status = read_json(directory / "status.json") or {"state": "new"}
+    if status.get("state") == "running" and not pid_alive(status.get("pid")):
+        status["state"] = "interrupted"
+        status["message"] = "the training process ended without saying so (killed?); --resume continues it"
+    return status
+
+
+def list_runs() -> list[Path]:
+    base = runs_dir()
+    if not base.is_dir():
+        return []
+    return sorted((path for path in base.iterdir() if (path / "config.json").exists()), key=lambda p: p.stat().st_mtime)
+
+
+def active_marker() -> Path:
+    return runs_dir() / "ACTIVE"
+
+
+def training_active() -> bool:
+    """True while a trainer process is alive: local generation then uses one thread (see engines.threads)."""
+    data = read_json(active_marker())
+    return bool(data) and pid_alive(data.get("pid"))
