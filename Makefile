@@ -12,7 +12,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	@echo "Installing tuitune into $(VENV)/ — the first time, llama-cpp-python compiles llama.cpp (10-15 min on 2 cores);"
 	@echo "pip caches the built wheel, so later installs take seconds."
-	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/python -m pip install --quiet -e '.[demo,dev]'
+	@echo "torch first: 'torch==2.13.0' is the machine's local CPU build, so the train extra's 'torch>=2.13.0' is"
+	@echo "already satisfied and pip never fetches torch's multi-GB CUDA wheels."
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/python -m pip install --quiet -e '.[demo,dev,train]'
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -30,12 +33,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_compare.py
 	$(BIN)/python bench/bench_tui.py
 	$(BIN)/python bench/bench_download.py
+	$(BIN)/python bench/bench_train.py
 
-# LoRA training needs torch. `torch==2.13.0` resolves to the local CPU build; installing it first means the
-# `train` extra's `torch>=2.13.0` is already satisfied and pip never fetches torch's CUDA wheels.
+# Kept for older instructions: the environment above already has the training dependencies.
 train-deps: $(STAMP)
-	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[demo,dev,train]'
 
 clean:
 	rm -rf $(VENV)

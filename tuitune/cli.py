@@ -226,7 +226,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     with _Progress(models) as progress:
         comparisons = run_comparisons(
             prompts, models, mode=args.mode, sampling=sampling, system=args.system,
-            n_ctx=args.ctx, on_chunk=progress.chunk,
+            n_ctx=args.ctx, on_chunk=progress.chunk, adapter_scale=args.adapter_scale,
         )  # fmt: skip
     failed = any(result.error for comparison in comparisons for result in comparison.results)
     if args.json:
@@ -253,7 +253,10 @@ def _open_for_chat(args: argparse.Namespace):
     from tuitune.engines import open_engine, resolve_model
 
     model = resolve_model(args.model)
-    engine = open_engine(model, n_ctx=args.ctx)
+    if args.adapter_scale is not None and (model.entry is None or model.entry.kind != "finetuned"):
+        raise TuituneError(f"--adapter-scale sets a finetuned (LoRA) model's strength; '{model.id}' is not one")
+    scale = 1.0 if args.adapter_scale is None else args.adapter_scale
+    engine = open_engine(model, n_ctx=args.ctx, adapter_scale=scale)
     mode = args.mode or model.default_mode or ("chat" if engine.has_chat_template else "raw")
     return model, engine, mode
 
@@ -603,7 +606,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         config.write(directory / "config.json")
     command = [sys.executable, "-m", "tuitune.training.train", str(directory)] + (["--resume"] if args.resume else [])
     print(f"run '{config.name}': {directory}", flush=True)
-    process = subprocess.Popen(command)
+    with open(directory / "stderr.log", "ab") as errors:  # library warnings and tracebacks, not the terminal
+        process = subprocess.Popen(command, stderr=errors)
     code = _follow_run(process, directory, sys.stdout)
     status = run_status(directory)
     if code == 0:
@@ -612,7 +616,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     elif code == 130 or status.get("state") == "stopped":
         print(f"stopped: `tuitune train --name {config.name} --resume` continues from the last checkpoint")
     else:
-        raise TuituneError(f"training failed: {status.get('message', 'see train.log in ' + str(directory))}")
+        details = directory / "stderr.log"
+        raise TuituneError(f"training failed: {status.get('message', 'no message')} (details: {details})")
     return 0 if code == 0 else code
 
 
@@ -650,6 +655,39 @@ def _add_generation_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON result instead of text")
 
 
+def _adapter_scale(text: str) -> float:
+    from tuitune.engines.llama import check_adapter_scale
+
+    try:
+        return check_adapter_scale(text)
+    except TuituneError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _add_adapter_scale_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--adapter-scale", type=_adapter_scale, metavar="S",
+        help="LoRA strength of a finetuned model: 0 = its base … 1 = the finetune (default 1)",
+    )  # fmt: skip
+
+
+def cmd_export_adapter(args: argparse.Namespace) -> int:
+    from tuitune.engines import resolve_model
+    from tuitune.sources import model_path
+    from tuitune.training.export import export_adapter
+
+    model = resolve_model(args.base)
+    if model.entry is not None and model.entry.kind not in ("base", "chat"):
+        raise TuituneError(f"--base must be the local base or chat model the adapter was trained on; "
+                           f"'{model.id}' is {model.entry.kind}")  # fmt: skip
+    base = model_path(model.entry) if model.entry is not None else model.path
+    if not args.out.endswith(".gguf"):
+        raise TuituneError(f"--out {args.out}: name the adapter file *.gguf")
+    out = export_adapter(Path(args.peft_dir).expanduser(), base, Path(args.out).expanduser())
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB), a LoRA adapter for {model.id}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tuitune",
@@ -670,6 +708,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("prompt", metavar="PROMPT", nargs="?")
     chat.add_argument("--mode", choices=("raw", "chat"), help="raw completion or chat template (default: catalog's)")
     _add_generation_flags(chat)
+    _add_adapter_scale_flag(chat)
     chat.set_defaults(func=cmd_chat)
 
     compare = commands.add_parser("compare", help="the same prompt on several models at once")
@@ -681,7 +720,18 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     compare.add_argument("--suite", metavar="FILE", help="run every prompt of a suite TOML file")
     _add_generation_flags(compare)
+    _add_adapter_scale_flag(compare)
     compare.set_defaults(func=cmd_compare)
+
+    export = commands.add_parser(
+        "export-adapter", help="convert a PEFT LoRA adapter directory into a llama.cpp adapter .gguf",
+        description="Writes the LoRA GGUF llama.cpp attaches to MODEL's GGUF. DoRA, per-layer rank/alpha, "
+        "modules_to_save and trained biases have no llama.cpp equivalent and are refused.",
+    )  # fmt: skip
+    export.add_argument("peft_dir", metavar="PEFT_DIR", help="directory with adapter_config.json + safetensors")
+    export.add_argument("--base", required=True, metavar="MODEL", help="catalog id or .gguf the adapter was trained on")
+    export.add_argument("--out", required=True, metavar="FILE.gguf", help="where to write the adapter")
+    export.set_defaults(func=cmd_export_adapter)
 
     data = commands.add_parser("data", help="check a training dataset")
     data_commands = data.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
@@ -700,7 +750,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--val-split", type=float, metavar="F", help="share of the data held out (default 0)")
     train.add_argument("--epochs", type=float, metavar="N", help="default 3")
     train.add_argument("--max-steps", type=int, metavar="N")
-    train.add_argument("--lr", type=float, metavar="LR", help="default 2e-4")
+    train.add_argument("--lr", type=float, metavar="LR", help="default 1e-3")
     train.add_argument("--rank", type=int, metavar="R", help="LoRA rank (default 16)")
     train.add_argument("--alpha", type=float, metavar="A", help="LoRA alpha (default 32)")
     train.add_argument("--dropout", type=float, metavar="P", help="LoRA dropout (default 0.05)")

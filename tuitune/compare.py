@@ -103,14 +103,20 @@ def run_comparisons(
     n_ctx: int | None = None,
     on_chunk: ChunkCallback | None = None,
     cancel: threading.Event | None = None,
+    adapter_scale: float | None = None,
 ) -> list[Comparison]:
-    """Every prompt on every model, models in parallel. Results keep the order of ``models`` (and modes)."""
+    """Every prompt on every model, models in parallel. Results keep the order of ``models`` (and modes).
+
+    ``adapter_scale`` (0 … 1) sets the LoRA strength of the finetuned models among ``models``.
+    """
     if mode not in MODE_CHOICES:
         raise TuituneError(f"unknown mode '{mode}': use one of {', '.join(MODE_CHOICES)}")
     if not models:
         raise TuituneError("no models given: pass --models A,B")
     catalog = catalog if catalog is not None else load_catalog()
     resolved = [resolve_model(ref, catalog) for ref in models]  # unknown ids fail before any loading
+    if adapter_scale is not None and not any(m.entry is not None and m.entry.kind == "finetuned" for m in resolved):
+        raise TuituneError("--adapter-scale sets the strength of a finetuned (LoRA) model; none is being compared")
     sampling = sampling or Sampling()
     # Slots are fixed up front so that result order does not depend on which thread finishes first.
     comparisons = [Comparison(prompt, []) for prompt in prompts]
@@ -119,7 +125,9 @@ def run_comparisons(
     def work(model_index: int, model: ResolvedModel) -> None:
         engine: Engine | None = None
         try:
-            engine = open_engine(model, n_ctx=n_ctx)
+            finetuned = model.entry is not None and model.entry.kind == "finetuned"
+            scale = adapter_scale if finetuned and adapter_scale is not None else 1.0
+            engine = open_engine(model, n_ctx=n_ctx, adapter_scale=scale, catalog=catalog)
         except TuituneError as error:
             for prompt_index, prompt in enumerate(prompts):
                 modes = modes_for(model, None, mode, prompt)

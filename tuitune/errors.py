@@ -23,3 +23,7 @@ class ContextOverflowError(TuituneError):
 
 class SuiteError(TuituneError):
     """A prompt suite file is malformed."""
+
+
+class DatasetError(TuituneError):
+    """A training dataset file is malformed; the message names the file, the line and the fix."""

@@ -14,7 +14,7 @@ import os
 import threading
 from pathlib import Path
 
-from tuitune.catalog import ModelEntry
+from tuitune.catalog import Catalog, ModelEntry
 from tuitune.errors import ModelFileError, TuituneError
 from tuitune.paths import app_dirs
 
@@ -65,12 +65,31 @@ def _assembled_path(entry: ModelEntry) -> Path:
     return models_cache_dir() / "pypi" / source.package / name
 
 
-def is_installed(entry: ModelEntry) -> bool:
+def base_entry(entry: ModelEntry, catalog: Catalog | None = None) -> ModelEntry:
+    """The base model a finetuned entry's adapter attaches to (one level: adapters do not stack)."""
+    from tuitune.catalog import load_catalog
+
+    catalog = catalog if catalog is not None else load_catalog()
+    base = catalog.get(entry.base)
+    if base.kind in ("finetuned", "endpoint"):
+        raise TuituneError(
+            f"model '{entry.id}': its base '{base.id}' is a {base.kind} model; a LoRA adapter needs a local "
+            "base or chat GGUF (fix 'base' in models.toml)"
+        )
+    return base
+
+
+def is_installed(entry: ModelEntry, catalog: Catalog | None = None) -> bool:
     """True when the model can run without the network (for a chunked package: the chunks are there)."""
     if entry.kind == "endpoint":
         return True
     if entry.kind == "finetuned":
-        return entry.adapter is not None and entry.adapter.exists()
+        if entry.adapter is None or not entry.adapter.exists():
+            return False
+        try:
+            return is_installed(base_entry(entry, catalog))
+        except TuituneError:
+            return False
     source = entry.source
     if source is None:
         return False
@@ -128,14 +147,12 @@ def _assemble(entry: ModelEntry) -> Path:
         return target
 
 
-def model_path(entry: ModelEntry) -> Path:
-    """The GGUF file for ``entry`` (assembling a chunked PyPI model on first use)."""
+def model_path(entry: ModelEntry, catalog: Catalog | None = None) -> Path:
+    """The GGUF file for ``entry`` (assembling a chunked PyPI model on first use); a finetune's is its base's."""
     if entry.kind == "endpoint":
         raise TuituneError(f"model '{entry.id}' is a remote endpoint and has no local file")
     if entry.kind == "finetuned":
-        raise TuituneError(
-            f"model '{entry.id}' is a LoRA finetune; running base + adapter is not supported in this version"
-        )
+        return model_path(base_entry(entry, catalog))
     source = entry.source
     assert source is not None
     if source.kind == "path":

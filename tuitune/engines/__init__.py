@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tuitune.catalog import Catalog, ModelEntry, load_catalog
 from tuitune.engines.base import Engine, Generation, Message, Mode, Request, Sampling, Stats
-from tuitune.errors import ModelNotFoundError
+from tuitune.errors import ModelNotFoundError, TuituneError
 
 __all__ = [
     "Engine",
@@ -55,14 +55,33 @@ def resolve_model(ref: str, catalog: Catalog | None = None) -> ResolvedModel:
     raise ModelNotFoundError(ref)
 
 
-def open_engine(model: ResolvedModel, n_ctx: int | None = None) -> Engine:
-    """Load the model behind ``model``; raises a TuituneError with a clear message on any problem."""
-    from tuitune.engines.llama import LlamaCppEngine
-    from tuitune.sources import model_path
+def open_engine(
+    model: ResolvedModel, n_ctx: int | None = None, adapter_scale: float = 1.0, catalog: Catalog | None = None
+) -> Engine:
+    """Load the model behind ``model``; raises a TuituneError with a clear message on any problem.
 
-    if model.entry is None:
-        return LlamaCppEngine(model.path, model_id=model.id, n_ctx=n_ctx)
+    A finetuned entry runs as its base GGUF with its LoRA adapter attached at ``adapter_scale`` (0 = the base,
+    1 = the finetune); ``catalog`` is where its base is looked up (default: the loaded catalog).
+    """
+    from tuitune.engines.llama import LlamaCppEngine, check_adapter_scale
+    from tuitune.sources import base_entry, model_path
+
+    adapter_scale = check_adapter_scale(adapter_scale)
     entry = model.entry
+    if adapter_scale != 1.0 and (entry is None or entry.kind != "finetuned"):
+        raise TuituneError(f"an adapter scale applies to finetuned (LoRA) models; '{model.id}' is not one")
+    if entry is None:
+        return LlamaCppEngine(model.path, model_id=model.id, n_ctx=n_ctx)
+    if entry.kind == "finetuned":
+        base = base_entry(entry, catalog)
+        return LlamaCppEngine(
+            model_path(base),
+            model_id=entry.id,
+            n_ctx=n_ctx or entry.context_length or base.context_length,
+            chat_format=entry.chat_format or base.chat_format,
+            adapter_path=entry.adapter,
+            adapter_scale=adapter_scale,
+        )
     return LlamaCppEngine(
         model_path(entry),
         model_id=entry.id,

@@ -8,6 +8,8 @@ back between tokens, and can stop at once when a request is cancelled.
 from __future__ import annotations
 
 import codecs
+import ctypes
+import math
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -42,6 +44,17 @@ def split_at_stop(text: str, stops: Sequence[str]) -> tuple[str, str, bool]:
     return text[: len(text) - hold], text[len(text) - hold :], False
 
 
+def check_adapter_scale(scale: float) -> float:
+    """A LoRA strength must be a number from 0 (exactly the base) to 1 (the finetuned model)."""
+    try:
+        value = float(scale)
+    except (TypeError, ValueError):
+        raise TuituneError(f"adapter scale {scale!r} is not a number; use a value from 0 to 1") from None
+    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise TuituneError(f"adapter scale {scale} is out of range: use 0 (the base) … 1 (the finetuned model)")
+    return value
+
+
 class LlamaCppEngine:
     """One GGUF model loaded in llama.cpp. Not thread-safe: one thread generates at a time."""
 
@@ -53,6 +66,9 @@ class LlamaCppEngine:
         chat_format: str | None = None,
         budget: ThreadBudget = DEFAULT_BUDGET,
         info: GGUFInfo | None = None,
+        adapter_path: str | Path | None = None,
+        adapter_scale: float = 1.0,
+        logits_all: bool = False,
     ):
         self.path = Path(model_path)
         self.info = info or read_gguf(self.path)
@@ -65,7 +81,20 @@ class LlamaCppEngine:
             raise TuituneError(
                 f"unknown chat_format '{self._fallback}' for {self.model_id}; use one of {', '.join(FALLBACK_FORMATS)}"
             )
+        self._logits_all = logits_all
+        self.adapter_path = Path(adapter_path) if adapter_path is not None else None
+        self._adapter: Any = None
+        self._adapter_scale = check_adapter_scale(adapter_scale)
+        self._applied_scale: float | None = None  # what the context uses now; None: nothing set yet
+        if self.adapter_path is not None:
+            self._check_adapter_file(self.adapter_path)  # before loading the base: a bad file fails fast
         self._llm = self._load()
+        if self.adapter_path is not None:
+            try:
+                self._attach_adapter(self.adapter_path)
+            except BaseException:
+                self.close()
+                raise
         self._threads = budget.threads()
         self._vocab = self._llama_cpp.llama_model_get_vocab(self._llm.model)
         self._template = self._gguf_template()
@@ -86,6 +115,7 @@ class LlamaCppEngine:
                     n_ctx=self._n_ctx,
                     n_threads=threads,
                     n_threads_batch=threads,
+                    logits_all=self._logits_all,
                     verbose=True,  # False would redirect the process's fds; logs go to our file instead
                 )
             except (ValueError, RuntimeError, OSError) as error:
@@ -109,6 +139,67 @@ class LlamaCppEngine:
             eos_token=model.token_get_text(eos) if eos != -1 else "",
             bos_token=model.token_get_text(bos) if bos != -1 else "",
         )
+
+    # -- LoRA adapter (attached to the loaded base, mmap stays on) ---------------------------------
+    def _check_adapter_file(self, path: Path) -> None:
+        """Say what is wrong with an adapter file before llama.cpp answers a bare NULL."""
+        what = f"LoRA adapter {path} for {self.model_id}"
+        redo = "export it again (`tuitune export-adapter`) or retrain, or fix 'adapter' in models.toml"
+        if not path.is_file():
+            raise ModelFileError(f"{what} does not exist: {redo}")
+        try:
+            header = read_gguf(path)
+        except ModelFileError as error:
+            raise ModelFileError(f"{what} is unusable ({error}); {redo}") from None
+        kind = header.metadata.get("general.type"), header.metadata.get("adapter.type")
+        if kind != ("adapter", "lora"):
+            raise ModelFileError(f"{what} is not a llama.cpp LoRA adapter GGUF (type {kind[0]!r}): {redo}")
+        if header.architecture != self.info.architecture:
+            raise ModelFileError(
+                f"{what} was made for a {header.architecture} model but {self.path.name} is {self.info.architecture}: "
+                "attach it to the base it was trained on"
+            )
+
+    def _attach_adapter(self, path: Path) -> None:
+        from tuitune.engines import llama_log
+
+        adapter = self._llama_cpp.llama_adapter_lora_init(self._llm.model, str(path).encode("utf-8"))
+        if not adapter:
+            raise ModelFileError(
+                f"llama.cpp could not load the LoRA adapter {path} onto {self.path.name}: it is damaged or was "
+                f"trained on another base (details in {llama_log.log_path()}); export it again or retrain"
+            )
+        self._adapter = adapter
+        self._sync_adapter()
+
+    def _sync_adapter(self) -> None:
+        """Apply the requested scale if it changed, and drop the prompt cache computed with the old weights."""
+        if self._adapter is None or self._applied_scale == self._adapter_scale:
+            return
+        llama_cpp, scale = self._llama_cpp, self._adapter_scale
+        if scale > 0:
+            adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(self._adapter)
+            result = llama_cpp.llama_set_adapters_lora(self._llm.ctx, adapters, 1, (ctypes.c_float * 1)(scale))
+        else:  # detached, so scale 0 is exactly the base (and as fast)
+            result = llama_cpp.llama_set_adapters_lora(self._llm.ctx, None, 0, None)
+        if result != 0:
+            raise TuituneError(f"llama.cpp refused to set the LoRA adapter {self.adapter_path} (error {result})")
+        self._applied_scale = scale
+        self._llm.reset()  # otherwise the next prompt reuses KV computed with the previous weights
+
+    @property
+    def adapter_scale(self) -> float | None:
+        """The LoRA strength (0 … 1), or None without an adapter."""
+        return self._adapter_scale if self.adapter_path is not None else None
+
+    def set_adapter_scale(self, scale: float) -> None:
+        """Blend base (0) and finetuned (1) weights; takes effect on the next generation, no reload.
+
+        Safe to call from another thread than the generating one: the scale is applied when a request starts.
+        """
+        if self.adapter_path is None:
+            raise TuituneError(f"{self.model_id} has no LoRA adapter; an adapter scale applies to finetuned models")
+        self._adapter_scale = check_adapter_scale(scale)
 
     # -- properties --------------------------------------------------------------------------------
     @property
@@ -156,6 +247,22 @@ class LlamaCppEngine:
     def generate(self, request: Request) -> Generation:
         return Generation(lambda generation: self._produce(request, generation))
 
+    def logits(self, tokens: Sequence[int]) -> Any:
+        """Teacher-forced next-token logits at every position (n_tokens x n_vocab), to compare with another
+        implementation by KL. Needs ``logits_all=True`` at construction."""
+        import numpy as np
+
+        if not self._logits_all:
+            raise TuituneError(f"{self.model_id} was opened without logits_all=True; it keeps only the last logits")
+        if not 0 < len(tokens) <= self._n_ctx:
+            raise ContextOverflowError(f"{len(tokens)} tokens do not fit {self.model_id}'s context of {self._n_ctx}")
+        with self.budget.generating() as budget:
+            self._set_threads(budget.threads())
+            self._sync_adapter()
+            self._llm.reset()
+            self._llm.eval(list(tokens))
+            return np.array(self._llm.scores[: len(tokens)], dtype=np.float32, copy=True)
+
     def _set_threads(self, threads: int) -> None:
         if threads != self._threads:
             self._llama_cpp.llama_set_n_threads(self._llm.ctx, threads, threads)
@@ -186,6 +293,7 @@ class LlamaCppEngine:
         finish = "length"
         with self.budget.generating() as budget:
             self._set_threads(budget.threads())
+            self._sync_adapter()
             stream = llm.generate(
                 tokens,
                 top_k=sampling.top_k,
@@ -239,5 +347,9 @@ class LlamaCppEngine:
 
     def close(self) -> None:
         llm, self._llm = getattr(self, "_llm", None), None
+        adapter, self._adapter = getattr(self, "_adapter", None), None
+        if llm is not None and adapter is not None:  # detach from the context, then free, before the model goes
+            self._llama_cpp.llama_set_adapters_lora(llm.ctx, None, 0, None)
+            self._llama_cpp.llama_adapter_lora_free(adapter)
         if llm is not None:
             llm.close()

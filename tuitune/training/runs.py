@@ -34,7 +34,7 @@ class TrainConfig:
     val_split: float = 0.0
     epochs: float | None = None
     max_steps: int | None = None
-    lr: float = 2e-4
+    lr: float = 1e-3
     rank: int = 16
     alpha: float = 32.0
     dropout: float = 0.05

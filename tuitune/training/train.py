@@ -113,7 +113,7 @@ class Run:
         from transformers import AutoModelForCausalLM
 
         weights = trainable_weights(gguf, config.base)
-        base_model = AutoModelForCausalLM.from_pretrained(weights, torch_dtype=torch.float32)
+        base_model = AutoModelForCausalLM.from_pretrained(weights, dtype=torch.float32)
         family = base_model.config.model_type
         targets = config.target_modules or DEFAULT_TARGETS.get(family, ATTENTION_TARGETS)
         lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
@@ -201,6 +201,7 @@ class Run:
                 "loss": round(loss_sum, 5),
                 "eval_loss": None,
                 "lr": scheduler.get_last_lr()[0],
+                "tokens": tokens,
                 "tokens_per_s": round(tokens / max(1e-9, now - step_started), 1),
                 "elapsed": round(elapsed, 2),
                 "eta": round((total_steps - done) / rate, 1) if rate > 0 else None,
@@ -234,13 +235,14 @@ class Run:
                        temporary / "trainer_state.pt")  # fmt: skip
             shutil.rmtree(final, ignore_errors=True)
             os.replace(temporary, final)
-        except OSError as error:
+        except Exception as error:  # OSError from files, RuntimeError from torch.save, safetensors' own errors
             shutil.rmtree(temporary, ignore_errors=True)
             previous = latest_checkpoint(self.dir)
             kept = f"the checkpoint at step {previous[0]} is intact" if previous else "no earlier checkpoint exists"
+            reason = getattr(error, "strerror", None) or str(error).splitlines()[0]
             raise TuituneError(
-                f"could not save the checkpoint at step {step} ({error.strerror or error}); {kept}. "
-                "Free some disk space, then resume with --resume"
+                f"could not save the checkpoint at step {step} ({reason}); {kept}. "
+                "Free some disk space, then continue with --resume"
             ) from None
         for old in sorted(checkpoints(self.dir))[:-KEEP_CHECKPOINTS]:
             shutil.rmtree(old[1], ignore_errors=True)
@@ -339,7 +341,20 @@ def _step_of(line: str) -> int | None:
         return None
 
 
+def quiet_libraries() -> None:
+    """Progress bars and deprecation chatter from transformers belong in no one's terminal or log."""
+    import warnings
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning)
+
+
 def main(argv: list[str] | None = None) -> int:
+    quiet_libraries()
     parser = argparse.ArgumentParser(prog="python -m tuitune.training.train")
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--resume", action="store_true")

@@ -25,11 +25,13 @@ EngineFactory = Callable[[str], Engine]
 DEMO_PAIR = ("gemma-3-270m", "smollm2-135m-instruct")
 
 
-def default_engine_factory(catalog: Catalog) -> EngineFactory:
+def default_engine_factory(catalog: Callable[[], Catalog]) -> EngineFactory:
+    """Opens models from the app's current catalog (it is reloaded when a pull or a training run adds one)."""
+
     def open_model(model_id: str) -> Engine:
         from tuitune.engines import open_engine, resolve_model
 
-        return open_engine(resolve_model(model_id, catalog))
+        return open_engine(resolve_model(model_id, catalog()))
 
     return open_model
 
@@ -45,6 +47,7 @@ class TuituneApp(App):
         Binding("f3", "switch_mode('chat')", "Chat", id="app.chat"),
         Binding("f4", "switch_mode('models')", "Models", id="app.models"),
         Binding("f5", "switch_mode('history')", "History", id="app.history"),
+        Binding("f10", "switch_mode('train')", "Train", id="app.train"),
         Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
     ]
 
@@ -58,7 +61,7 @@ class TuituneApp(App):
     ):
         super().__init__()
         self.catalog = catalog if catalog is not None else load_catalog()
-        self.engine_factory = engine_factory or default_engine_factory(self.catalog)
+        self.engine_factory = engine_factory or default_engine_factory(lambda: self.catalog)
         self.history_path = history_path or app_dirs().data / "history.sqlite3"
         self.history = None
         self.startup_notes: list[str] = []
@@ -69,6 +72,7 @@ class TuituneApp(App):
         self.add_mode("chat", lambda: self._chat_screen(chat_model, chat_entry.mode if chat_entry else "chat"))
         self.add_mode("models", self._models_screen)
         self.add_mode("history", self._history_screen)
+        self.add_mode("train", self._train_screen)
 
     # -- screens -----------------------------------------------------------------------------------
     def _compare_screen(self, panes: list[tuple[str, str]], prompt: str | None) -> Screen:
@@ -90,6 +94,18 @@ class TuituneApp(App):
         from tuitune.tui.screens.history import HistoryScreen
 
         return HistoryScreen()
+
+    def _train_screen(self) -> Screen:
+        from tuitune.tui.screens.train import TrainScreen
+
+        return TrainScreen()
+
+    def reload_catalog(self) -> None:
+        """Read the catalog again (a training run or a pull added an entry); keeps the old one on error."""
+        try:
+            self.catalog = load_catalog()
+        except TuituneError as error:
+            self.notify(f"catalog not reloaded: {error}", severity="error", markup=False)
 
     def _initial_panes(self, models: list[str] | None) -> list[tuple[str, str]]:
         if not models:
@@ -155,11 +171,13 @@ class TuituneApp(App):
         await self.switch_mode("chat")
         self.screen.open_model(model_id)  # type: ignore[attr-defined]
 
-    async def open_compare(self, models: list[str]) -> None:
+    async def open_compare(self, models: list[str], prompt: str | None = None) -> None:
         await self.switch_mode("compare")
         screen = self.screen
         for pane, model in zip(screen.panes, models, strict=False):  # type: ignore[attr-defined]
             screen.set_pane_model(pane, model)  # type: ignore[attr-defined]
+        if prompt:
+            await screen.send(prompt)  # type: ignore[attr-defined]
 
     async def open_conversation(self, conversation_id: int) -> None:
         if self.history is None:
@@ -181,6 +199,7 @@ class TuituneApp(App):
             ("chat", "One model, one conversation"),
             ("models", "The catalog and GGUF details"),
             ("history", "Saved chats and comparisons"),
+            ("train", "LoRA-finetune a model and watch its loss curve"),
         ):
             yield SystemCommand(f"Go to {mode.title()}", help_text, lambda m=mode: self.switch_mode(m))
         yield SystemCommand("Help", "Keys, paths and tips", self.action_help)

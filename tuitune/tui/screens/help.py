@@ -17,14 +17,14 @@ TIPS = """\
   [b]chat[/b] wraps it in the model's chat template (what an instruct model expects).
 Tab moves focus from the prompt box to the panes; with a pane focused:
   [b]m[/b] raw/chat · [b]o[/b] model · [b]p[/b] pane parameters · [b]s[/b] stop · [b]r[/b] regenerate
-  [b]c[/b] copy · [b]x[/b] close
+  [b]c[/b] copy · [b]x[/b] close · [b]-[/b] / [b]+[/b] a finetuned model's adapter strength (0 = its base)
 Prompt box: [b]Enter[/b] sends · [b]Ctrl+J[/b] newline · [b]Esc[/b] stops every pane
   [b]Ctrl+R[/b] regenerates · [b]Ctrl+Y[/b] copies · [b]Ctrl+G[/b] example prompts · [b]Ctrl+O[/b] shared parameters
   [b]Ctrl+T[/b] add a pane · [b]Ctrl+L[/b] synced scrolling
 Votes after an answer: [b]F6[/b] A better · [b]F7[/b] B better · [b]F8[/b] tie · [b]F9[/b] both bad
 Chat: [b]Ctrl+E[/b] takes back your last message to edit and resend it
-[b]F2[/b] Compare · [b]F3[/b] Chat · [b]F4[/b] Models · [b]F5[/b] History · [b]Ctrl+P[/b] every action
-[b]Ctrl+Q[/b] quits
+[b]F2[/b] Compare · [b]F3[/b] Chat · [b]F4[/b] Models · [b]F5[/b] History · [b]F10[/b] Train
+[b]Ctrl+P[/b] every action · [b]Ctrl+Q[/b] quits
 """
 
 

@@ -160,6 +160,8 @@ class ModelsScreen(Screen):
     # -- loading -----------------------------------------------------------------------------------
     def action_refresh(self) -> None:
         """Forget what was read (installs change under a running app) and read everything again."""
+        if self.generation:  # not the first read: the catalog itself may have grown (a training run, a pull)
+            self.tuitune.reload_catalog()
         self.generation += 1
         self.installed.clear()
         self.headers.clear()

@@ -57,6 +57,7 @@ class PaneSettings:
     model: str
     mode: str
     overrides: dict[str, Any]
+    adapter_scale: float = 1.0  # finetuned models: 0 is the base, 1 the finetune (WiSE-FT blend in between)
 
 
 class ComparePane(Vertical, can_focus=True):
@@ -68,6 +69,8 @@ class ComparePane(Vertical, can_focus=True):
         Binding("r", "regenerate", "Regenerate", id="pane.regenerate"),
         Binding("c", "copy", "Copy", id="pane.copy"),
         Binding("x", "close_pane", "Close", id="pane.close"),
+        Binding("minus", "adapter_strength(-0.25)", "Weaker", id="pane.weaker"),
+        Binding("plus,equals_sign", "adapter_strength(0.25)", "Stronger", id="pane.stronger"),
     ]
 
     @dataclass
@@ -148,6 +151,7 @@ class ComparePane(Vertical, can_focus=True):
         kind = f" · {entry.kind}" if entry else ""
         mode = self.settings.mode.upper()
         badge = ("  ≠ params ", "reverse") if self.differs_from_shared() else ""
+        strength = f" · strength {self.settings.adapter_scale:.2f}" if entry and entry.kind == "finetuned" else ""
         state = {"loading": (" loading…", "italic"), "error": (" load failed", "bold red")}.get(self.engine_state, "")
         self.query_one(".pane-header", Static).update(
             styled(
@@ -157,6 +161,7 @@ class ComparePane(Vertical, can_focus=True):
                 " ",
                 self.settings.model,
                 (kind, "dim"),
+                (strength, "bold"),
                 badge,
                 state,
             )
@@ -280,6 +285,8 @@ class ComparePane(Vertical, can_focus=True):
                     store.update_message(message_id, "", status="error", error=str(error))
                 self.post_message(self.Finished(self, turn, "", None, str(error), []))
                 return
+            if getattr(engine, "adapter_path", None) is not None:  # a finetuned model: base + LoRA adapter
+                engine.set_adapter_scale(self.settings.adapter_scale)  # no reload; the engine drops its cache
             generation = engine.generate(request)
             self._generation = generation
             pending: list[str] = []
@@ -392,6 +399,17 @@ class ComparePane(Vertical, can_focus=True):
             if turn.answer:
                 return turn.answer
         return ""
+
+    def action_adapter_strength(self, delta: float) -> None:
+        """Blend base and finetuned weights: takes effect on the next answer, without reloading the model."""
+        entry = self.tuitune.catalog_entry(self.settings.model)
+        if entry is None or entry.kind != "finetuned":
+            self.app.notify("strength applies to finetuned models (a base + LoRA adapter)", severity="warning")
+            return
+        self.settings.adapter_scale = round(min(1.0, max(0.0, self.settings.adapter_scale + delta)), 2)
+        self.refresh_header()
+        self.post_message(PaneChanged(self))
+        self.app.notify(f"pane {self.letter}: adapter strength {self.settings.adapter_scale:.2f} from the next answer")
 
     def action_pick_model(self) -> None:
         self.post_message(PaneRequest(self, "pick_model"))

@@ -1,0 +1,146 @@
+"""Training throughput: tuitune's trainer vs a plain HF ``Trainer`` + peft on the same data, model, LoRA
+settings and batch, in one run; plus the peak RSS of a whole `tuitune train` run of SmolLM2-135M.
+
+Both sides train on the same token ids (the demo dataset formatted by tuitune's llama.cpp-exact formatter),
+LoRA r=16 on q/k/v/o, batch 8, AdamW with a cosine schedule, fp32 on the CPU. Tokens/s counts real
+(unpadded) tokens over the steps after the first (warm-up excluded). Target: tuitune / Trainer ≥ 1.3;
+peak RSS ≤ 2.5 GB.
+
+    python bench/bench_train.py [--steps 20] [--model smollm2-135m-instruct]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import table
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "data" / "tuitune-identity.jsonl"
+
+
+def sequences(model_id: str) -> tuple[list, Path]:
+    from tuitune.catalog import load_catalog
+    from tuitune.sources import model_path
+    from tuitune.training.data import load_examples
+    from tuitune.training.formatting import Formatter, fit_to_length
+
+    entry = load_catalog().get(model_id)
+    gguf = model_path(entry)
+    formatter = Formatter(gguf, entry.chat_format)
+    result = []
+    for example in load_examples(DATA):
+        for sequence in formatter.sequences(example):
+            fitted = fit_to_length(sequence, 512)
+            if fitted is not None:
+                result.append(fitted)
+    formatter.close()
+    return result, gguf
+
+
+def hf_trainer_rate(model_id: str, steps: int) -> float:
+    """Tokens/s of transformers' Trainer with a peft LoRA model, standard loss over the full vocabulary."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments
+
+    from tuitune.training.convert import trainable_weights
+
+    data, gguf = sequences(model_id)
+    torch.manual_seed(42)
+    model = AutoModelForCausalLM.from_pretrained(trainable_weights(gguf, model_id), torch_dtype=torch.float32)
+    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, bias="none",
+                                             target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+                                             task_type="CAUSAL_LM"))  # fmt: skip
+    rows = [{"input_ids": s.input_ids, "labels": [-100] * s.prompt_tokens + s.input_ids[s.prompt_tokens :]}
+            for s in data]  # fmt: skip
+
+    def collate(batch: list[dict]) -> dict:
+        length = max(len(row["input_ids"]) for row in batch)
+        ids = torch.zeros((len(batch), length), dtype=torch.long)
+        labels = torch.full((len(batch), length), -100, dtype=torch.long)
+        mask = torch.zeros((len(batch), length), dtype=torch.long)
+        for index, row in enumerate(batch):
+            n = len(row["input_ids"])
+            ids[index, :n] = torch.tensor(row["input_ids"])
+            labels[index, :n] = torch.tensor(row["labels"])
+            mask[index, :n] = 1
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+    timings: list[tuple[float, int]] = []
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.started = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            timings.append((time.perf_counter() - self.started, 0))
+
+    class CountingTrainer(Trainer):
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            tokens.append(int(inputs["attention_mask"].sum()))
+            return super().training_step(model, inputs, num_items_in_batch)
+
+    tokens: list[int] = []
+    with tempfile.TemporaryDirectory() as output:
+        args = TrainingArguments(output_dir=output, per_device_train_batch_size=8, max_steps=steps,
+                                 learning_rate=2e-4, lr_scheduler_type="cosine", warmup_ratio=0.1, max_grad_norm=1.0,
+                                 logging_steps=steps, save_strategy="no", report_to=[], use_cpu=True, seed=42,
+                                 dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=True)  # fmt: skip
+        CountingTrainer(model=model, args=args, train_dataset=rows, data_collator=collate,
+                        callbacks=[Timer()]).train()  # fmt: skip
+    seconds = sum(t for t, _ in timings[1:])
+    return sum(tokens[1:]) / seconds
+
+
+def tuitune_rate_and_rss(model_id: str, steps: int) -> tuple[float, float]:
+    """Tokens/s from a real `tuitune train` run's metrics, and the peak RSS of its trainer process."""
+    with tempfile.TemporaryDirectory() as data_dir:
+        env = {**os.environ, "TUITUNE_DATA_DIR": data_dir, "TUITUNE_CONFIG_DIR": data_dir + "/config"}
+        subprocess.run([sys.executable, "-m", "tuitune", "train", "--name", "bench", "--base", model_id,
+                        "--data", str(DATA), "--max-steps", str(steps), "--save-every", str(steps),
+                        "--batch-size", "8", "--rank", "16", "--alpha", "32"],
+                       check=True, env=env, cwd=REPO, stdout=subprocess.DEVNULL)  # fmt: skip
+        rows = [json.loads(line) for line in (Path(data_dir) / "runs/bench/metrics.jsonl").read_text().splitlines()]
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    later = rows[1:]  # the first step warms up, as on the Trainer side
+    seconds = sum(row["tokens"] / row["tokens_per_s"] for row in later)
+    return sum(row["tokens"] for row in later) / seconds, peak_kb / 1024 / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--baseline-only", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.baseline_only:
+        print(hf_trainer_rate(args.model, args.steps))
+        return
+    ours, peak_gb = tuitune_rate_and_rss(args.model, args.steps)
+    baseline = float(subprocess.run([sys.executable, __file__, "--baseline-only", "--model", args.model, "--steps",
+                                     str(args.steps)], check=True, capture_output=True, text=True,
+                                    cwd=REPO).stdout.strip().splitlines()[-1])  # fmt: skip
+    print(f"## Training throughput, {args.model}, LoRA r=16 q/k/v/o, batch 8, {args.steps} steps\n")
+    print(
+        table(
+            ("trainer", "tokens/s", "ratio (target ≥ 1.3)"),
+            [
+                ("HF Trainer + peft (full-vocabulary loss)", f"{baseline:.0f}", "1.00"),
+                ("tuitune (output head on reply positions only)", f"{ours:.0f}", f"**{ours / baseline:.2f}**"),
+            ],
+        )
+    )
+    print(f"\nPeak RSS of the `tuitune train` run (trainer process): **{peak_gb:.2f} GB** (target ≤ 2.5 GB)")
+
+
+if __name__ == "__main__":
+    main()

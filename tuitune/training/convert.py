@@ -1,0 +1,151 @@
+"""Trainable fp32 weights from a GGUF: dequantized once by transformers, cached as safetensors.
+
+Dequantizing a GGUF takes 30-95 s and up to 3 GB (see shared notes, lora-gguf §1); reloading the cached
+safetensors takes seconds. The cache is keyed by the source file's size and mtime, so a changed GGUF is
+converted again. torch and transformers are imported inside the functions: the app starts without them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tuitune.errors import ModelFileError, TuituneError
+from tuitune.paths import app_dirs
+
+if TYPE_CHECKING:
+    from tuitune.catalog import ModelEntry
+
+MARKER = "tuitune-source.json"
+FORMAT_VERSION = 1  # bump to rebuild every cached conversion after a change in how it is made
+
+_lock = threading.Lock()
+
+
+def weights_cache_dir(model_id: str) -> Path:
+    """Where ``model_id``'s fp32 safetensors live: ``cache/hf-weights/MODEL_ID``."""
+    if not model_id or "/" in model_id or model_id.startswith("."):
+        raise TuituneError(f"'{model_id}' cannot name a weights cache directory; use a catalog id")
+    return app_dirs().cache / "hf-weights" / model_id
+
+
+def _source_stamp(gguf: Path) -> dict[str, Any]:
+    stat = gguf.stat()
+    return {"format": FORMAT_VERSION, "gguf": str(gguf.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _is_current(directory: Path, stamp: dict[str, Any]) -> bool:
+    """The cache matches the GGUF and is complete (the marker is written last, then the directory renamed)."""
+    try:
+        marker = json.loads((directory / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    same = all(marker.get(key) == stamp[key] for key in ("format", "size", "mtime_ns"))
+    return same and (directory / "config.json").is_file() and any(directory.glob("*.safetensors"))
+
+
+def _resolve(source: ModelEntry | str | Path, model_id: str | None) -> tuple[Path, str]:
+    """(GGUF file, cache id) from a catalog entry or a path to a .gguf file."""
+    if isinstance(source, (str, Path)):
+        gguf = Path(source).expanduser()
+        return gguf, model_id or gguf.stem
+    from tuitune.sources import model_path
+
+    return model_path(source), model_id or source.id
+
+
+def _convert(gguf: Path, target: Path) -> None:
+    """Dequantize ``gguf`` with transformers and save fp32 safetensors + config into ``target``."""
+    import torch
+    from transformers import AutoModelForCausalLM, GgufConfig
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent),
+            gguf_file=gguf.name,
+            quantization_config=GgufConfig(dequantize=True),
+            dtype=torch.float32,
+            trust_remote_code=False,
+        )
+    except (ValueError, KeyError, NotImplementedError, RuntimeError) as error:
+        raise ModelFileError(
+            f"transformers could not read {gguf} for training ({error}); training needs a GGUF whose "
+            "architecture transformers can dequantize (llama, mistral, qwen2/3, gemma2/3, phi3, …)"
+        ) from None
+    config = model.config
+    for attribute in ("quantization_config", "_pre_quantization_dtype"):  # the weights are plain fp32 now
+        if hasattr(config, attribute):
+            delattr(config, attribute)
+    model.save_pretrained(target, safe_serialization=True)
+    del model
+
+
+def trainable_weights(source: ModelEntry | str | Path, model_id: str | None = None) -> Path:
+    """A directory ``AutoModelForCausalLM.from_pretrained`` loads in seconds: fp32 weights of ``source``.
+
+    ``source`` is a catalog entry or a .gguf path; ``model_id`` names the cache entry (default: the entry's
+    id or the file's stem). Converts on first use (atomically: a temp dir renamed into place).
+    """
+    gguf, cache_id = _resolve(source, model_id)
+    if not gguf.is_file():
+        raise ModelFileError(f"{gguf} does not exist; cannot prepare trainable weights for '{cache_id}'")
+    target = weights_cache_dir(cache_id)
+    stamp = _source_stamp(gguf)
+    with _lock:
+        if _is_current(target, stamp):
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        shutil.rmtree(temporary, ignore_errors=True)
+        try:
+            _convert(gguf, temporary)
+            (temporary / MARKER).write_text(json.dumps(stamp, indent=1), encoding="utf-8")
+        except TuituneError:
+            shutil.rmtree(temporary, ignore_errors=True)
+            raise
+        except OSError as error:
+            shutil.rmtree(temporary, ignore_errors=True)
+            raise TuituneError(
+                f"could not write trainable weights for '{cache_id}' into {target.parent}: "
+                f"{error.strerror or error}; free some disk space (about 4x the GGUF) or set TUITUNE_CACHE_DIR"
+            ) from None
+        except BaseException:
+            shutil.rmtree(temporary, ignore_errors=True)
+            raise
+        if target.exists():
+            if _is_current(target, stamp):  # another process finished the same conversion first
+                shutil.rmtree(temporary, ignore_errors=True)
+                return target
+            stale = target.with_name(f".{target.name}.{os.getpid()}.stale")
+            os.replace(target, stale)
+            shutil.rmtree(stale, ignore_errors=True)
+        try:
+            os.replace(temporary, target)
+        except OSError:  # another process renamed its finished copy into place in the meantime
+            shutil.rmtree(temporary, ignore_errors=True)
+            if not _is_current(target, stamp):
+                raise
+        return target
+
+
+def load_trainable(source: ModelEntry | str | Path, model_id: str | None = None) -> Any:
+    """The fp32 ``AutoModelForCausalLM`` for ``source``: a converted directory, a cached id, or a GGUF/entry.
+
+    A catalog id or GGUF is converted first if its cache is missing or stale.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if isinstance(source, Path) and source.is_dir():
+        directory = source
+    elif isinstance(source, str) and not source.endswith(".gguf") and "/" not in source:
+        from tuitune.catalog import load_catalog
+
+        directory = trainable_weights(load_catalog().get(source), model_id)
+    else:
+        directory = trainable_weights(source, model_id)
+    return AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, trust_remote_code=False)

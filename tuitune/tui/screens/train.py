@@ -1,0 +1,349 @@
+"""Train: pick a base model and a dataset, check it, start / stop / resume a LoRA run, watch it learn.
+
+Training runs in its own process (``python -m tuitune.training.train RUN_DIR``), started in a new session
+so it survives this app (quit and come back: the run is still listed, and live). The screen only reads the
+run directory twice a second: ``status.json``, new lines of ``metrics.jsonl`` (by offset) and of
+``train.log``. Stop sends SIGINT, which the trainer turns into "finish this step, save a checkpoint".
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Log, ProgressBar, Select, Static
+
+from tuitune.errors import TuituneError
+from tuitune.paths import project_file
+from tuitune.safe_text import inert
+from tuitune.training.runs import (
+    TrainConfig,
+    list_runs,
+    read_json,
+    read_metrics,
+    run_dir,
+    run_status,
+    training_active,
+)
+from tuitune.tui.widgets.loss_chart import LossChart
+
+if TYPE_CHECKING:
+    from tuitune.tui.app import TuituneApp
+
+POLL_S = 0.5
+FIELDS = (  # (id, label, default)
+    ("name", "run name", "tuitune-identity"),
+    ("data", "dataset", "data/tuitune-identity.jsonl"),
+    ("val", "validation", "data/tuitune-heldout.jsonl"),
+    ("max_steps", "steps", "40"),
+    ("lr", "learning rate", "1e-3"),
+    ("rank", "LoRA rank", "16"),
+    ("alpha", "LoRA alpha", "32"),
+    ("batch_size", "batch size", "8"),
+)
+NUMBERS = {"max_steps": int, "lr": float, "rank": int, "alpha": float, "batch_size": int}
+
+
+def _default_path(relative: str) -> str:
+    found = project_file(relative)
+    return str(found) if found else relative
+
+
+class CheckDone(Message):
+    def __init__(self, text: str, ok: bool):
+        super().__init__()
+        self.text, self.ok = text, ok
+
+
+class TrainScreen(Screen):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+g", "check", "Check data", id="train.check"),
+        Binding("ctrl+s", "start", "Start", id="train.start"),
+        Binding("ctrl+t", "stop", "Stop", id="train.stop"),
+        Binding("ctrl+r", "resume", "Resume", id="train.resume"),
+        Binding("ctrl+o", "compare", "Compare with base", id="train.compare"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.selected: str | None = None  # the run shown on the right
+        self._metrics: list[dict[str, Any]] = []
+        self._log_offset = 0
+        self._process: subprocess.Popen | None = None
+
+    @property
+    def tuitune(self) -> TuituneApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="train-body"):
+            with VerticalScroll(id="train-form"):
+                yield Label("base model")
+                yield Select(self._base_choices(), id="train-base", allow_blank=False)
+                for field_id, label, default in FIELDS:
+                    value = _default_path(default) if field_id in ("data", "val") else default
+                    with Horizontal(classes="train-field"):
+                        yield Label(label)
+                        yield Input(value, id=f"train-{field_id}")
+                with Horizontal(classes="train-buttons"):
+                    yield Button("Check", id="train-check-button")
+                    yield Button("Start", id="train-start-button", variant="primary")
+                with Horizontal(classes="train-buttons"):
+                    yield Button("Stop", id="train-stop-button", variant="error")
+                    yield Button("Resume", id="train-resume-button")
+                yield Label("runs", id="train-runs-label")
+                yield DataTable(id="train-runs", cursor_type="row")
+            with Vertical(id="train-main"):
+                yield Static(id="train-status")
+                yield ProgressBar(id="train-progress", show_eta=False)
+                yield LossChart(id="train-chart")
+                yield Static(id="train-report")
+                yield Log(id="train-log", max_lines=500)
+        yield Footer()
+
+    def _base_choices(self) -> list[tuple[str, str]]:
+        entries = [entry for entry in self.tuitune.catalog if entry.kind in ("base", "chat") and entry.source]
+        from tuitune.sources import is_installed
+
+        installed = [entry for entry in entries if entry.source.kind != "hf" or is_installed(entry)]
+        return [(f"{entry.id} ({entry.kind})", entry.id) for entry in installed] or [("(no local model)", "")]
+
+    def on_mount(self) -> None:
+        table = self.query_one("#train-runs", DataTable)
+        for column in ("run", "base", "state", "step", "loss"):
+            table.add_column(column, key=column)
+        self.refresh_runs()
+        runs = list_runs()
+        if runs:
+            self.select_run(runs[-1].name)
+        else:
+            self.show_status()
+        self.set_interval(POLL_S, self.poll)
+
+    # -- runs list ---------------------------------------------------------------------------------
+    def refresh_runs(self) -> None:
+        table = self.query_one("#train-runs", DataTable)
+        table.clear()
+        for directory in reversed(list_runs()):
+            config = read_json(directory / "config.json") or {}
+            status = run_status(directory)
+            metrics = read_metrics(directory)
+            loss = f"{metrics[-1]['loss']:.3f}" if metrics else "-"
+            table.add_row(Text(inert(directory.name)), Text(inert(str(config.get("base", "?")))),
+                          status.get("state", "?"), str(status.get("step", 0)), loss, key=directory.name)  # fmt: skip
+
+    @on(DataTable.RowSelected, "#train-runs")
+    @on(DataTable.RowHighlighted, "#train-runs")
+    def on_run_picked(self, event: DataTable.RowSelected | DataTable.RowHighlighted) -> None:
+        if event.row_key.value and event.row_key.value != self.selected:
+            self.select_run(event.row_key.value)
+
+    def select_run(self, name: str) -> None:
+        self.selected = name
+        self._metrics, self._log_offset = [], 0
+        self.query_one("#train-log", Log).clear()
+        self.poll()
+
+    # -- polling -----------------------------------------------------------------------------------
+    def poll(self) -> None:
+        """Read what the trainer wrote since the last poll (small files, read by offset)."""
+        if self.selected is None:
+            return
+        directory = run_dir(self.selected)
+        self._metrics = read_metrics(directory)
+        status = run_status(directory)
+        total = status.get("total_steps")
+        self.query_one("#train-chart", LossChart).show(self._metrics, total)
+        bar = self.query_one("#train-progress", ProgressBar)
+        bar.update(total=total, progress=status.get("step", 0))
+        try:
+            with open(directory / "train.log", encoding="utf-8", errors="replace") as handle:
+                handle.seek(self._log_offset)
+                new = handle.read()
+                self._log_offset = handle.tell()
+        except OSError:
+            new = ""
+        if new:
+            self.query_one("#train-log", Log).write(inert(new))
+        self.show_status(status)
+        if status.get("state") != self._last_state(directory):
+            self.refresh_runs()
+
+    def _last_state(self, directory: Path) -> str | None:
+        table = self.query_one("#train-runs", DataTable)
+        try:
+            return str(table.get_cell(directory.name, "state"))
+        except Exception:
+            return None
+
+    def show_status(self, status: dict[str, Any] | None = None) -> None:
+        label = self.query_one("#train-status", Static)
+        if self.selected is None or status is None:
+            label.update(Text("No runs yet: check the dataset (Ctrl+G), then start (Ctrl+S).", style="dim"))
+            return
+        last = self._metrics[-1] if self._metrics else {}
+        text = Text()
+        text.append(inert(self.selected), style="bold")
+        text.append(f"  {status.get('state', '?')}  step {status.get('step', 0)}/{status.get('total_steps', '?')}")
+        if last:
+            text.append(f"  ·  {last.get('tokens_per_s', 0):.0f} tok/s")
+            eta = last.get("eta")
+            if eta is not None and status.get("state") == "running":
+                text.append(f"  ·  ETA {int(eta // 60)}:{int(eta % 60):02d}")
+        if status.get("message"):
+            text.append(f"\n{inert(str(status['message']))}", style="dim")
+        label.update(text)
+
+    # -- actions -----------------------------------------------------------------------------------
+    def form(self) -> TrainConfig:
+        values = {field_id: self.query_one(f"#train-{field_id}", Input).value.strip() for field_id, _, _ in FIELDS}
+        base = self.query_one("#train-base", Select).value
+        if not base or base == Select.BLANK:
+            raise TuituneError("pick a base model (download one on the Models screen first)")
+        numbers: dict[str, Any] = {}
+        for key, kind in NUMBERS.items():
+            try:
+                numbers[key] = kind(values[key])
+            except ValueError:
+                raise TuituneError(f"{key.replace('_', ' ')} must be a number, not '{values[key]}'") from None
+        config = TrainConfig(name=values["name"], base=str(base), data=str(Path(values["data"]).expanduser().resolve()),
+                             val=str(Path(values["val"]).expanduser().resolve()) if values["val"] else None,
+                             **numbers)  # fmt: skip
+        config.validate()
+        return config
+
+    def action_check(self) -> None:
+        try:
+            config = self.form()
+        except TuituneError as error:
+            self.notify(str(error), severity="error", markup=False)
+            return
+        self.query_one("#train-report", Static).update(Text("checking the dataset…", style="dim"))
+        self.check(config)
+
+    @work(thread=True, exclusive=True, group="train-check")
+    def check(self, config: TrainConfig) -> None:
+        from tuitune.cli import _dataset_report
+
+        try:
+            reports = [_dataset_report(path, config.base, config.max_length) for path in (config.data, config.val)
+                       if path]  # fmt: skip
+            text = "\n\n".join(report.format_text() for report in reports)
+            self.post_message(CheckDone(text, all(report.ok for report in reports)))
+        except TuituneError as error:
+            self.post_message(CheckDone(str(error), False))
+
+    def on_check_done(self, message: CheckDone) -> None:
+        style = "" if message.ok else "red"
+        self.query_one("#train-report", Static).update(Text(inert(message.text), style=style))
+        if not message.ok:
+            self.notify("the dataset has problems: see the report", severity="error")
+
+    def action_start(self) -> None:
+        from tuitune.catalog import _ID_PATTERN
+
+        try:
+            config = self.form()
+            if not _ID_PATTERN.match(config.name):
+                raise TuituneError(f"run name '{config.name}' may use only letters, digits, '.', '_' and '-'")
+            if (run_dir(config.name) / "config.json").exists():
+                raise TuituneError(f"a run named '{config.name}' exists: pick it and resume, or choose another name")
+            if config.name in self.tuitune.catalog:
+                raise TuituneError(f"'{config.name}' is already a model in the catalog; choose another name")
+            if training_active():
+                raise TuituneError("a training run is already active")
+        except TuituneError as error:
+            self.notify(str(error), severity="error", markup=False)
+            return
+        directory = run_dir(config.name)
+        directory.mkdir(parents=True, exist_ok=True)
+        config.write(directory / "config.json")
+        self.launch(config.name, resume=False)
+
+    def launch(self, name: str, resume: bool) -> None:
+        command = [sys.executable, "-m", "tuitune.training.train", str(run_dir(name))]
+        if resume:
+            command.append("--resume")
+        self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        self.notify(f"training '{name}' started; local generation uses one thread until it ends", markup=False)
+        self.refresh_runs()
+        self.select_run(name)
+
+    def action_stop(self) -> None:
+        status = run_status(run_dir(self.selected)) if self.selected else {}
+        if status.get("state") != "running" or not status.get("pid"):
+            self.notify("no running run selected", severity="warning")
+            return
+        os.kill(int(status["pid"]), signal.SIGINT)
+        self.notify("stopping after the current step; the checkpoint is kept (Ctrl+R resumes)")
+
+    def action_resume(self) -> None:
+        if self.selected is None:
+            self.notify("pick a run to resume", severity="warning")
+            return
+        state = run_status(run_dir(self.selected)).get("state")
+        if state not in ("stopped", "interrupted", "failed"):
+            self.notify(f"run '{self.selected}' is {state}; only a stopped or interrupted run resumes",
+                        severity="warning", markup=False)  # fmt: skip
+            return
+        if training_active():
+            self.notify("a training run is already active", severity="warning")
+            return
+        self.launch(self.selected, resume=True)
+
+    async def action_compare(self) -> None:
+        """Base vs the finished finetune, asked the first held-out question of its validation set."""
+        if self.selected is None:
+            return
+        directory = run_dir(self.selected)
+        status = run_status(directory)
+        if status.get("state") != "done":
+            self.notify("the run has not finished yet", severity="warning")
+            return
+        config = TrainConfig.from_json(directory / "config.json")
+        self.tuitune.reload_catalog()
+        prompt = _first_question(config.val) if config.val else None
+        await self.tuitune.open_compare([config.base, config.name], prompt=prompt)
+
+    @on(Button.Pressed)
+    async def on_button(self, event: Button.Pressed) -> None:
+        action = {"train-check-button": self.action_check, "train-start-button": self.action_start,
+                  "train-stop-button": self.action_stop, "train-resume-button": self.action_resume}.get(
+            event.button.id or "")  # fmt: skip
+        if action is not None:
+            action()
+
+    def palette_commands(self) -> list[tuple[str, str, Any]]:
+        return [
+            ("Check the dataset", "Report every problem with its line, and token counts", self.action_check),
+            ("Start training", "A new LoRA run with the form's settings", self.action_start),
+            ("Stop training", "After the current step; the checkpoint is kept", self.action_stop),
+            ("Resume training", "Continue the selected run from its last checkpoint", self.action_resume),
+            ("Compare with base", "Base vs the finished finetune on a held-out question", self.action_compare),
+        ]
+
+
+def _first_question(path: str) -> str | None:
+    from tuitune.training.data import load_examples
+
+    try:
+        for example in load_examples(Path(path)):
+            for message in example.messages or []:
+                if message.role == "user":
+                    return message.content
+    except TuituneError:
+        return None
+    return None
