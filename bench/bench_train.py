@@ -6,7 +6,7 @@ LoRA r=16 on q/k/v/o, batch 8, AdamW with a cosine schedule, fp32 on the CPU. To
 (unpadded) tokens over the steps after the first (warm-up excluded). Target: tuitune / Trainer ≥ 1.3;
 peak RSS ≤ 2.5 GB.
 
-    python bench/bench_train.py [--steps 20] [--model smollm2-135m-instruct]
+    python bench/bench_train.py [--steps 20] [--models smollm2-135m-instruct,gemma-3-270m]
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -92,7 +91,8 @@ def hf_trainer_rate(model_id: str, steps: int) -> float:
     tokens: list[int] = []
     with tempfile.TemporaryDirectory() as output:
         args = TrainingArguments(output_dir=output, per_device_train_batch_size=8, max_steps=steps,
-                                 learning_rate=2e-4, lr_scheduler_type="cosine", warmup_ratio=0.1, max_grad_norm=1.0,
+                                 learning_rate=1e-3, lr_scheduler_type="cosine", warmup_steps=max(1, steps // 10),
+                                 max_grad_norm=1.0,
                                  logging_steps=steps, save_strategy="no", report_to=[], use_cpu=True, seed=42,
                                  dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=True)  # fmt: skip
         CountingTrainer(model=model, args=args, train_dataset=rows, data_collator=collate,
@@ -110,7 +110,8 @@ def tuitune_rate_and_rss(model_id: str, steps: int) -> tuple[float, float]:
                         "--batch-size", "8", "--rank", "16", "--alpha", "32"],
                        check=True, env=env, cwd=REPO, stdout=subprocess.DEVNULL)  # fmt: skip
         rows = [json.loads(line) for line in (Path(data_dir) / "runs/bench/metrics.jsonl").read_text().splitlines()]
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        status = json.loads((Path(data_dir) / "runs/bench/status.json").read_text())
+    peak_kb = status["peak_rss_mb"] * 1024  # the trainer's own getrusage, reported in status.json
     later = rows[1:]  # the first step warms up, as on the Trainer side
     seconds = sum(row["tokens"] / row["tokens_per_s"] for row in later)
     return sum(row["tokens"] for row in later) / seconds, peak_kb / 1024 / 1024
@@ -119,27 +120,27 @@ def tuitune_rate_and_rss(model_id: str, steps: int) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--models", default="smollm2-135m-instruct,gemma-3-270m")
+    parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--baseline-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.baseline_only:
+        args.model = args.model or args.models.split(",")[0]
         print(hf_trainer_rate(args.model, args.steps))
         return
-    ours, peak_gb = tuitune_rate_and_rss(args.model, args.steps)
-    baseline = float(subprocess.run([sys.executable, __file__, "--baseline-only", "--model", args.model, "--steps",
-                                     str(args.steps)], check=True, capture_output=True, text=True,
-                                    cwd=REPO).stdout.strip().splitlines()[-1])  # fmt: skip
-    print(f"## Training throughput, {args.model}, LoRA r=16 q/k/v/o, batch 8, {args.steps} steps\n")
-    print(
-        table(
-            ("trainer", "tokens/s", "ratio (target ≥ 1.3)"),
-            [
-                ("HF Trainer + peft (full-vocabulary loss)", f"{baseline:.0f}", "1.00"),
-                ("tuitune (output head on reply positions only)", f"{ours:.0f}", f"**{ours / baseline:.2f}**"),
-            ],
-        )
-    )
-    print(f"\nPeak RSS of the `tuitune train` run (trainer process): **{peak_gb:.2f} GB** (target ≤ 2.5 GB)")
+    rows, peaks = [], []
+    for model in args.models.split(","):
+        steps = args.steps if "135m" in model else max(5, args.steps // 2)  # Gemma steps take ~3× longer
+        ours, peak_gb = tuitune_rate_and_rss(model, steps)
+        baseline = float(subprocess.run([sys.executable, __file__, "--baseline-only", "--model", model, "--steps",
+                                         str(steps)], check=True, capture_output=True, text=True,
+                                        cwd=REPO).stdout.strip().splitlines()[-1])  # fmt: skip
+        rows.append((model, steps, f"{baseline:.0f}", f"{ours:.0f}", f"**{ours / baseline:.2f}**"))
+        peaks.append((model, f"**{peak_gb:.2f} GB**"))
+    print("## Training throughput: tuitune vs HF Trainer + peft (LoRA r=16, batch 8, same data)\n")
+    print(table(("model", "steps", "HF Trainer tokens/s", "tuitune tokens/s", "ratio (target ≥ 1.3)"), rows))
+    print("\n## Peak RSS of a whole `tuitune train` run (trainer process; target ≤ 2.5 GB for SmolLM2)\n")
+    print(table(("model", "peak RSS"), peaks))
 
 
 if __name__ == "__main__":

@@ -97,7 +97,50 @@ async def main() -> None:
         await greedy(pilot, 60)
         await send(pilot, DOG)
         compact.save_screenshot("compare-80x24.svg", str(OUT))
+
+    await train_and_compare(history)
     print("\n".join(sorted(str(p.relative_to(REPO)) for p in OUT.glob("*.svg"))))
+
+
+async def train_and_compare(history: Path) -> None:
+    """A real LoRA run from the Train screen (about two minutes), then base vs finetune on a held-out question."""
+    import os
+
+    scratch = Path(tempfile.mkdtemp(prefix="tuitune-shots-train-"))
+    os.environ["TUITUNE_DATA_DIR"] = str(scratch / "data")  # the run and its catalog entry stay out of yours
+    os.environ["TUITUNE_CONFIG_DIR"] = str(scratch / "config")
+    from textual.widgets import Input, Select
+
+    from tuitune.tui.app import TuituneApp
+
+    app = TuituneApp(history_path=history)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("f10")
+        await pilot.pause(0.5)
+        screen = app.screen
+        screen.query_one("#train-base", Select).value = "smollm2-135m-instruct"
+        screen.query_one("#train-max_steps", Input).value = "30"
+        await pilot.press("ctrl+g")
+        await pilot.pause(3)
+        await pilot.press("ctrl+s")
+        deadline = time.monotonic() + 900
+        while "done" not in str(screen.query_one("#train-status").render()) and time.monotonic() < deadline:
+            await pilot.pause(1)
+        await pilot.pause(1)
+        app.save_screenshot("train.svg", str(OUT))
+        await greedy_all(pilot)
+        await pilot.press("ctrl+o")
+        await wait_idle(pilot)
+        app.save_screenshot("compare-finetune.svg", str(OUT))
+
+
+async def greedy_all(pilot) -> None:
+    """Greedy on the Compare screen before Train's Ctrl+O sends the held-out question there."""
+    await pilot.press("f2")
+    await pilot.pause(0.5)
+    await greedy(pilot, 60)
+    await pilot.press("f10")
+    await pilot.pause(0.3)
 
 
 if __name__ == "__main__":

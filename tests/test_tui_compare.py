@@ -376,3 +376,31 @@ async def test_view_follows_the_text_while_streaming_until_the_user_scrolls_up(t
         await wait_idle(pilot, app)
         assert "line 99" in pane.turns[0].answer and container.scroll_y == 0
         assert "ready" in str(pane.query_one(".pane-status").render())
+
+
+async def test_adapter_strength_keys_on_a_finetuned_pane(tmp_path: Path, tuitune_dirs):
+    config = tuitune_dirs["config"]
+    config.mkdir(parents=True, exist_ok=True)
+    (config / "models.toml").write_text(
+        '[[model]]\nid = "my-finetune"\nname = "Mine"\nkind = "finetuned"\nfamily = "llama"\n'
+        'base = "smollm2-135m-instruct"\nadapter = "mine.gguf"\n',
+        encoding="utf-8",
+    )
+    app, _ = scripted_app(tmp_path, compare_models=["smollm2-135m-instruct", "my-finetune"])
+    async with app.run_test(size=(120, 40)) as pilot:
+        finetuned = app.screen.panes[1]
+        assert "strength 1.00" in str(finetuned.query_one(".pane-header").render())
+        finetuned.focus()
+        await pilot.press("minus", "minus")
+        assert finetuned.settings.adapter_scale == 0.5
+        assert "strength 0.50" in str(finetuned.query_one(".pane-header").render())
+        for _ in range(4):
+            await pilot.press("minus")
+        assert finetuned.settings.adapter_scale == 0.0  # clamped: 0 is exactly the base
+        await pilot.press("plus")
+        assert finetuned.settings.adapter_scale == 0.25
+        base = app.screen.panes[0]
+        base.focus()
+        await pilot.press("minus")
+        assert base.settings.adapter_scale == 1.0  # a model without an adapter has no strength
+        assert "strength" not in str(base.query_one(".pane-header").render())

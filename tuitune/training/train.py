@@ -35,6 +35,25 @@ from tuitune.training.runs import (
 )
 
 KEEP_CHECKPOINTS = 2
+CHUNK_SEQUENCES = int(os.environ.get("TUITUNE_TRAIN_CHUNK", "4"))
+
+
+def peak_rss_mb() -> int:
+    """This process's peak resident memory so far (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+
+
+def length_chunks(batch: list, size: int) -> list[list]:
+    """A batch, sorted by length and cut into forward/backward passes of ``size`` sequences.
+
+    The gradient is the same as one pass over the whole batch (the loss is a sum over reply tokens, divided by
+    the batch's total), but each pass pads only to its own longest sequence, and activations are held for
+    ``size`` sequences at a time instead of the whole batch: less padding computed, less memory.
+    """
+    ordered = sorted(batch, key=lambda seq: len(seq.input_ids))
+    return [ordered[start : start + size] for start in range(0, len(ordered), size)]
 
 
 class Stop(Exception):
@@ -184,9 +203,10 @@ class Run:
             targets_total = sum(seq.reply_tokens for batch in micro_batches for seq in batch)
             loss_sum = 0.0
             for batch in micro_batches:
-                loss = reply_loss(causal_lm, batch, torch, reduction="sum") / targets_total
-                loss.backward()
-                loss_sum += loss.item()
+                for chunk in length_chunks(batch, CHUNK_SEQUENCES):
+                    loss = reply_loss(causal_lm, chunk, torch, reduction="sum") / targets_total
+                    loss.backward()
+                    loss_sum += loss.item()
             torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.max_grad_norm)
             optimizer.step()
             scheduler.step()
@@ -210,7 +230,7 @@ class Run:
                 row["eval_loss"] = round(evaluate(causal_lm, val_set, config.batch_size, torch), 5)
                 model.train()
             self.metric(row)
-            self.set_status(step=done)
+            self.set_status(step=done, peak_rss_mb=peak_rss_mb())
             if done % config.save_every == 0 or done == total_steps or self.stop_requested:
                 self.checkpoint(model, optimizer, scheduler, done, elapsed)
             if self.stop_requested:
