@@ -130,3 +130,82 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tuitune_dir
         assert not list((small / "runs" / "full" / "checkpoints").glob(".tmp-*"))
     finally:
         subprocess.run(["umount", str(small)], check=True)
+
+
+def test_shared_prefix_gives_the_same_loss_and_gradients(tuitune_dirs, smollm_path: Path, monkeypatch):
+    """SmolLM2's template starts every example with the same system prompt: run once, same numbers."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from tuitune.training import train
+    from tuitune.training.convert import load_trainable, trainable_weights
+    from tuitune.training.data import load_examples
+    from tuitune.training.formatting import Formatter
+
+    formatter = Formatter(smollm_path)
+    try:
+        batch = [seq for example in load_examples(DATA)[:4] for seq in formatter.sequences(example)]
+    finally:
+        formatter.close()
+    assert train.shared_prefix_length(batch) >= train.MIN_SHARED_PREFIX
+    torch.manual_seed(0)
+    model = get_peft_model(load_trainable(trainable_weights(smollm_path, BASE)),
+                           LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"]))  # fmt: skip
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:  # non-zero B, so the gradients of A are not zero
+                parameter.normal_(std=0.05)
+
+    def loss_and_grads(min_prefix: int) -> tuple[float, torch.Tensor]:
+        monkeypatch.setattr(train, "MIN_SHARED_PREFIX", min_prefix)
+        model.zero_grad()
+        loss = train.reply_loss(model.base_model.model, batch, torch, reduction="sum")
+        loss.backward()
+        return loss.item(), torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad])
+
+    shared_loss, shared_grads = loss_and_grads(train.MIN_SHARED_PREFIX)
+    plain_loss, plain_grads = loss_and_grads(10**6)
+    assert shared_loss == pytest.approx(plain_loss, rel=1e-5)
+    assert float((shared_grads - plain_grads).norm() / plain_grads.norm()) < 1e-4
+
+
+HUB_REPO = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the catalog's train_weights for the demo chat model
+
+
+def test_training_from_the_catalogs_safetensors_repo(tuitune_dirs, smollm_path: Path, tmp_path: Path, monkeypatch):
+    """--weights hub fetches config + safetensors (never pickles) through the Hub protocol, then trains from them."""
+    from tests.hub_server import HubServer, Repo
+    from tuitune.catalog import load_catalog
+    from tuitune.training.convert import check_hub_config, hub_weights_dir, trainable_weights
+
+    converted = trainable_weights(smollm_path, BASE)  # stands in for the repo: the same model, in safetensors
+    served = {name: converted / name for name in ("config.json", "model.safetensors", "generation_config.json")}
+    pickle = tmp_path / "pytorch_model.bin"
+    pickle.write_bytes(b"never loaded")
+    entry = load_catalog().get(BASE)
+    shutil.rmtree(hub_weights_dir(entry), ignore_errors=True)
+    with HubServer({HUB_REPO: Repo({**served, "pytorch_model.bin": pickle})}) as server:
+        env = {"HF_ENDPOINT": server.endpoint, "HF_HOME": str(tmp_path / "hf-home")}
+        result = run_cli("train", "--name", "from-hub", "--base", BASE, "--data", str(DATA), "--weights", "hub",
+                         "--max-steps", "2", "--save-every", "2", *SMALL, env=env, timeout=600)  # fmt: skip
+        fetched = {entry.path.rsplit("/", 1)[-1] for entry in server.log if "/resolve/" in entry.path}
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert fetched == set(served)  # config, weights, generation config; the pickle is never requested
+    log = (tuitune_dirs["data"] / "runs" / "from-hub" / "train.log").read_text()
+    assert f"weights: {HUB_REPO}" in log
+    assert (tuitune_dirs["data"] / "runs" / "from-hub" / "from-hub.gguf").exists()
+
+    # Downloaded once: "auto" now starts from the same repo with the Hub gone, and says so.
+    offline = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "1"}
+    result = run_cli("train", "--name", "again", "--base", BASE, "--data", str(DATA), "--max-steps", "1", *SMALL,
+                     env=offline, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"weights: {HUB_REPO}" in (tuitune_dirs["data"] / "runs" / "again" / "train.log").read_text()
+
+    # A repo that is another model (different vocabulary) is refused by name, before any training.
+    config = json.loads((converted / "config.json").read_text())
+    wrong = tmp_path / "config.json"
+    wrong.write_text(json.dumps({**config, "vocab_size": config["vocab_size"] + 1000}))
+    with pytest.raises(Exception, match="vocabulary is 50152"):
+        check_hub_config(wrong, entry)
+    shutil.rmtree(hub_weights_dir(entry), ignore_errors=True)

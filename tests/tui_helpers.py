@@ -14,8 +14,13 @@ class ScriptedModels:
     """An engine factory handing out ScriptedEngines by model id; remembers them for assertions."""
 
     def __init__(
-        self, answers: dict[str, list[str]] | None = None, delay_s: float = 0.0, fail: dict[str, str] | None = None
+        self,
+        answers: dict[str, list[str]] | None = None,
+        delay_s: float = 0.0,
+        fail: dict[str, str] | None = None,
+        hold_after: int | None = None,
     ):
+        self.hold_after = hold_after
         self.answers = answers or {}
         self.delay_s = delay_s
         self.fail = fail or {}
@@ -26,7 +31,7 @@ class ScriptedModels:
         self.opened.append(model_id)
         if model_id in self.fail:
             raise TuituneError(self.fail[model_id])
-        engine = ScriptedEngine(model_id, self.answers.get(model_id), delay_s=self.delay_s)
+        engine = ScriptedEngine(model_id, self.answers.get(model_id), delay_s=self.delay_s, hold_after=self.hold_after)
         self.engines[model_id] = engine
         return engine
 

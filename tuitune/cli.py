@@ -584,6 +584,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "val_split",
                 "save_every",
                 "eval_every",
+                "weights",
             )
             if getattr(args, key) is not None
         }
@@ -595,6 +596,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         if entry.kind not in ("base", "chat"):
             raise TuituneError(f"--base must be a local base or chat model; '{entry.id}' is {entry.kind}")
         model_path(entry)  # not installed: fail now, not after the data check
+        if config.weights == "hub" and entry.train_weights is None:
+            raise TuituneError(
+                f"'{entry.id}' names no train_weights repo in the catalog; add "
+                'train_weights = { hf = "org/name" } to its entry, or use --weights gguf'
+            )
         for path in filter(None, (config.data, config.val)):
             report = _dataset_report(path, config.base, config.max_length)
             if not report.ok:
@@ -760,6 +766,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--max-length", type=int, metavar="N", help="tokens per example (default 512)")
     train.add_argument("--neftune-alpha", type=float, metavar="A", help="NEFTune noise (off by default)")
     train.add_argument("--seed", type=int, metavar="S", help="default 42")
+    train.add_argument("--weights", choices=("auto", "gguf", "hub"),
+                       help="start from the dequantized GGUF, or the catalog's train_weights safetensors repo "
+                       "(downloaded from the Hub); auto (default) uses that repo once downloaded")  # fmt: skip
     train.add_argument("--save-every", type=int, metavar="N", help="checkpoint every N steps (default 10)")
     train.add_argument("--eval-every", type=int, metavar="N", help="validation loss every N steps (default 10)")
     train.add_argument("--resume", action="store_true", help="continue the run NAME from its last checkpoint")

@@ -6,6 +6,7 @@ and stats, optional per-chunk delay, and the same cancel semantics as the llama.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 
@@ -21,6 +22,7 @@ class ScriptedEngine:
         delay_s: float = 0.0,
         has_chat_template: bool = True,
         fail_with: Exception | None = None,
+        hold_after: int | None = None,
     ):
         self.model_id = model_id
         self.answers = answers or [f"Scripted answer from {model_id}."]
@@ -28,6 +30,9 @@ class ScriptedEngine:
         self.delay_s = delay_s
         self.has_chat_template = has_chat_template
         self.fail_with = fail_with
+        self.hold_after = hold_after  # stop after this many chunks until ``release`` is set: a mid-stream state
+        self.holding = threading.Event()
+        self.release = threading.Event()
         self.requests: list[Request] = []
         self.closed = False
 
@@ -53,7 +58,11 @@ class ScriptedEngine:
         chunks = [answer[i : i + self.chunk_size] for i in range(0, len(answer), self.chunk_size)]
         chunks = chunks[: request.sampling.max_tokens]
         stats.finish_reason = "stop" if len(chunks) * self.chunk_size >= len(answer) else "length"
-        for chunk in chunks:
+        for index, chunk in enumerate(chunks):
+            if index == self.hold_after:
+                self.holding.set()
+                while not self.release.wait(0.05) and not generation.cancelled:
+                    pass
             if generation.cancelled:
                 stats.finish_reason = "cancelled"
                 break

@@ -149,3 +149,96 @@ def load_trainable(source: ModelEntry | str | Path, model_id: str | None = None)
     else:
         directory = trainable_weights(source, model_id)
     return AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, trust_remote_code=False)
+
+
+HUB_WEIGHTS_MARKER = "tuitune-hub.json"
+
+
+def hub_weights_dir(entry: ModelEntry) -> Path:
+    """Where the safetensors named by ``entry.train_weights`` are kept: ``cache/hf-weights/ID--hub``."""
+    return weights_cache_dir(f"{entry.id}--hub")
+
+
+def cached_hub_weights(entry: ModelEntry) -> Path | None:
+    """The complete local copy of ``entry.train_weights`` (same repo and revision), or None."""
+    spec = entry.train_weights
+    if spec is None:
+        return None
+    directory = hub_weights_dir(entry)
+    try:
+        marker = json.loads((directory / HUB_WEIGHTS_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if marker.get("repo") != spec.repo or marker.get("revision") != spec.revision:
+        return None
+    return directory if all((directory / name).is_file() for name in marker.get("files", [])) else None
+
+
+def fetch_hub_weights(entry: ModelEntry, client: Any = None, progress: Any = None) -> Path:
+    """Download the safetensors repo named by ``entry.train_weights`` (resumable, verified) and check it fits.
+
+    Only ``config.json``, safetensors shards (and their index) and ``generation_config.json`` are fetched:
+    pickled ``.bin`` weights can run code when loaded and are refused. The repo must be the same model as the
+    GGUF: its vocabulary and hidden size are compared before any training, since the adapter is exported
+    against the GGUF and the data is tokenized by it.
+    """
+    from tuitune.downloads import download
+    from tuitune.hub import HubClient, HubOfflineError, hub_offline
+
+    spec = entry.train_weights
+    if spec is None:
+        raise TuituneError(
+            f"model '{entry.id}' names no train_weights repo in the catalog; add "
+            'train_weights = { hf = "org/name" } to its entry, or train from the GGUF (--weights gguf)'
+        )
+    existing = cached_hub_weights(entry)
+    if existing is not None:
+        return existing
+    if hub_offline():
+        raise HubOfflineError(
+            f"the training weights of '{entry.id}' ({spec.repo}) are not downloaded and HF_HUB_OFFLINE is set; "
+            "unset it to fetch them, or train from the GGUF with --weights gguf"
+        )
+    client = client or HubClient()
+    files = client.list_files(spec.repo, spec.revision)
+    shards = sorted(name for name in files if name.endswith(".safetensors") and "/" not in name)
+    if "config.json" not in files or not shards:
+        pickled = [name for name in files if name.endswith((".bin", ".pt", ".pth"))]
+        why = " (it has only pickled weights, which tuitune never loads: they can run code)" if pickled else ""
+        raise TuituneError(
+            f"{spec.repo} has no config.json and .safetensors weights at its top level{why}; "
+            "name a transformers safetensors repo in train_weights, or train from the GGUF with --weights gguf"
+        )
+    wanted = ["config.json", *shards]
+    wanted += [name for name in ("model.safetensors.index.json", "generation_config.json") if name in files]
+    directory = hub_weights_dir(entry)
+    for name in wanted:
+        download(client, client.file_metadata(spec.repo, name, spec.revision), directory / name, progress)
+    check_hub_config(directory / "config.json", entry)
+    marker = {"repo": spec.repo, "revision": spec.revision, "files": wanted}
+    (directory / HUB_WEIGHTS_MARKER).write_text(json.dumps(marker, indent=1), encoding="utf-8")
+    return directory
+
+
+def check_hub_config(config_path: Path, entry: ModelEntry) -> None:
+    """Refuse weights that are not the GGUF's model: different vocabulary or width."""
+    from tuitune.gguf import read_gguf
+    from tuitune.sources import model_path
+
+    spec = entry.train_weights
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise TuituneError(f"{config_path}: not a readable transformers config ({error})") from None
+    text_config = config.get("text_config") or config
+    info = read_gguf(model_path(entry))
+    width = info.metadata.get(f"{info.architecture}.embedding_length")
+    pairs = [("vocabulary", text_config.get("vocab_size"), info.vocab_size),
+             ("hidden size", text_config.get("hidden_size"), width)]  # fmt: skip
+    for what, hub_value, gguf_value in pairs:
+        if hub_value is not None and gguf_value is not None and hub_value != gguf_value:
+            raise TuituneError(
+                f"{spec.repo} is not the model in {model_path(entry).name}: its {what} is {hub_value}, the GGUF's is "
+                f"{gguf_value}; fix train_weights for '{entry.id}' in {entry.origin or 'the catalog'}, "
+                "or train from the GGUF with --weights gguf"
+            )

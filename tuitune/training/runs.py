@@ -23,6 +23,9 @@ DEFAULT_TARGETS = {
 ATTENTION_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
+WEIGHT_CHOICES = ("auto", "gguf", "hub")
+
+
 @dataclass
 class TrainConfig:
     """Everything a run needs; saved as config.json so ``--resume`` trains exactly the same thing."""
@@ -48,6 +51,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     save_every: int = 10
     eval_every: int = 10
+    weights: str = "auto"  # gguf: dequantized GGUF; hub: the catalog's train_weights repo; auto: hub if downloaded
 
     def validate(self) -> None:
         problems = []
@@ -66,6 +70,8 @@ class TrainConfig:
             problems.append("--dropout must be in [0, 1)")
         if not 0 <= self.val_split < 0.5:
             problems.append("--val-split must be in [0, 0.5)")
+        if self.weights not in WEIGHT_CHOICES:
+            problems.append(f"--weights must be one of {', '.join(WEIGHT_CHOICES)}")
         if self.alpha <= 0:
             problems.append("--alpha must be > 0")
         if problems:

@@ -104,7 +104,6 @@ class Run:
 
         from tuitune.catalog import load_catalog
         from tuitune.sources import model_path
-        from tuitune.training.convert import trainable_weights
         from tuitune.training.formatting import Formatter
 
         config = self.config
@@ -131,7 +130,7 @@ class Run:
         from peft import LoraConfig, get_peft_model
         from transformers import AutoModelForCausalLM
 
-        weights = trainable_weights(gguf, config.base)
+        weights = self.training_weights(entry, gguf)
         base_model = AutoModelForCausalLM.from_pretrained(weights, dtype=torch.float32)
         family = base_model.config.model_type
         targets = config.target_modules or DEFAULT_TARGETS.get(family, ATTENTION_TARGETS)
@@ -162,8 +161,9 @@ class Run:
             embeddings = causal_lm.get_input_embeddings()
 
             def neftune(module, inputs, output):
-                if module.training:
-                    scale = config.neftune_alpha / math.sqrt(output.shape[1] * output.shape[2])
+                if module.training:  # scaled by the whole sequence's length, also when a shared prefix runs apart
+                    length = getattr(module, "sequence_length", None) or output.shape[1]
+                    scale = config.neftune_alpha / math.sqrt(length * output.shape[2])
                     output = output + torch.zeros_like(output).uniform_(-scale, scale)
                 return output
 
@@ -240,6 +240,34 @@ class Run:
         self.finish(model, gguf, entry)
         return 0
 
+    def training_weights(self, entry, gguf: Path) -> Path:
+        """The fp32 starting weights: the dequantized GGUF, or the catalog's safetensors repo (``--weights``).
+
+        ``auto`` is settled on the first start (hub when that repo is already downloaded) and written back to
+        config.json, so ``--resume`` continues from the same weights.
+        """
+        from tuitune.training.convert import cached_hub_weights, fetch_hub_weights, trainable_weights
+
+        config = self.config
+        if config.weights == "auto":
+            config.weights = "hub" if cached_hub_weights(entry) is not None else "gguf"
+            config.write(self.dir / "config.json")
+        if config.weights == "gguf":
+            self.set_status(message="preparing fp32 weights from the GGUF (first time: about a minute)")
+            self.log(f"weights: dequantized from {gguf.name}")
+            return trainable_weights(gguf, config.base)
+        spec = entry.train_weights
+        last = [0.0]
+
+        def progress(report) -> None:
+            if time.monotonic() - last[0] >= 1.0:
+                last[0] = time.monotonic()
+                share = f" {100 * report.done / report.total:.0f}%" if report.total else ""
+                self.set_status(message=f"downloading {report.filename}{share}")
+
+        self.log(f"weights: {spec.repo if spec else '?'} (safetensors, revision {spec.revision if spec else '?'})")
+        return fetch_hub_weights(entry, progress=progress)
+
     def checkpoint(self, model, optimizer, scheduler, step: int, elapsed: float) -> None:
         import torch
 
@@ -311,17 +339,57 @@ class Run:
         self.log(f"done: adapter {out}; catalog entry '{self.config.name}' (kind finetuned, pair {entry.id})")
 
 
+MIN_SHARED_PREFIX = 8  # below this, running the prefix on its own costs more than it saves
+
+
+def shared_prefix_length(batch: list) -> int:
+    """How many leading tokens every sequence of ``batch`` has in common, ending before any trained token.
+
+    Chat templates that add a default system prompt (SmolLM2, Qwen2.5) start every example with the same
+    dozens of tokens. The prefix stops one token before the first reply, so every trained token is predicted
+    from a position after it.
+    """
+    first = batch[0].input_ids
+    limit = min(seq.prompt_tokens for seq in batch) - 1
+    length = 0
+    while length < limit and all(seq.input_ids[length] == first[length] for seq in batch):
+        length += 1
+    return length
+
+
 def reply_loss(causal_lm, batch: list, torch, reduction: str = "mean"):
-    """Cross-entropy over reply tokens only, with the output head applied only where a label exists."""
-    length = max(len(seq.input_ids) for seq in batch)
+    """Cross-entropy over reply tokens only, with the output head applied only where a label exists.
+
+    When the sequences share a prefix of at least ``MIN_SHARED_PREFIX`` tokens, it is run once and its keys
+    and values are repeated for the batch, inside the autograd graph: the same loss and gradients (up to
+    float rounding, and LoRA dropout drawn once for the shared positions), without computing the prefix
+    once per sequence.
+    """
+    prefix = shared_prefix_length(batch) if len(batch) > 1 else 0
+    window = getattr(causal_lm.config, "sliding_window", None)
+    longest = max(len(seq.input_ids) for seq in batch)
+    if prefix < MIN_SHARED_PREFIX or (window and longest > window):
+        prefix = 0
+    length = longest - prefix
     ids = torch.zeros((len(batch), length), dtype=torch.long)
-    mask = torch.zeros((len(batch), length), dtype=torch.long)
+    mask = torch.zeros((len(batch), prefix + length), dtype=torch.long)
     trained = torch.zeros((len(batch), length), dtype=torch.bool)
     for row, seq in enumerate(batch):
-        ids[row, : len(seq.input_ids)] = torch.tensor(seq.input_ids)
+        ids[row, : len(seq.input_ids) - prefix] = torch.tensor(seq.input_ids[prefix:])
         mask[row, : len(seq.input_ids)] = 1
-        trained[row, seq.prompt_tokens : len(seq.input_ids)] = True
-    hidden = causal_lm.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        trained[row, seq.prompt_tokens - prefix : len(seq.input_ids) - prefix] = True
+    causal_lm.get_input_embeddings().sequence_length = prefix + length  # read by the NEFTune hook
+    if prefix:
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=causal_lm.config)
+        causal_lm.model(input_ids=torch.tensor([batch[0].input_ids[:prefix]]), past_key_values=cache, use_cache=True)
+        cache.batch_repeat_interleave(len(batch))
+        positions = torch.arange(prefix, prefix + length).expand(len(batch), -1)
+        hidden = causal_lm.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                                 use_cache=True).last_hidden_state  # fmt: skip
+    else:
+        hidden = causal_lm.model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
     select = trained[:, 1:]  # position t predicts token t + 1
     logits = causal_lm.lm_head(hidden[:, :-1][select])
     softcap = getattr(causal_lm.config, "final_logit_softcapping", None)

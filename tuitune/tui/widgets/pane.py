@@ -21,6 +21,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.message import Message as TextualMessage
+from textual.widget import Widget
 from textual.widgets import LoadingIndicator, Static
 from textual.worker import get_current_worker
 
@@ -334,17 +335,20 @@ class ComparePane(Vertical, can_focus=True):
         container = self.query_one(".pane-turns", VerticalScroll)
         self.call_after_refresh(container.scroll_end, animate=False, immediate=True)
 
-    def _follow_live_text(self, turn: TurnView) -> None:
+    def _follow_live_text(self, turn: TurnView, attempts: int = 0) -> None:
         """While streaming, scroll so the last line of text (not the blank reservation below it) is at the bottom."""
         live = turn.live
         container = self.query_one(".pane-turns", VerticalScroll)
         if live is None or not self._following(container):
             return  # the user scrolled up to read: leave the view alone
-        text_bottom = live.region.y - container.region.y + int(container.scroll_y) + live.text_lines + 1
+        text_bottom = _virtual_top(live, container) + live.text_lines + 1
         target = max(0, text_bottom - container.scrollable_content_region.height)
-        self._followed_to = target
-        if target > container.scroll_y:
-            container.scroll_to(y=target, animate=False, immediate=True)
+        reachable = min(target, int(container.max_scroll_y))
+        self._followed_to = reachable  # where the view is put, so the user-scrolled-up test compares like with like
+        if reachable != int(container.scroll_y):  # also back up, when a late scroll_end overshot into the reservation
+            container.scroll_to(y=reachable, animate=False, immediate=True)
+        if target > reachable and attempts < 10:  # the layout lags the text on a busy machine: follow once it grew
+            self.call_after_refresh(self._follow_live_text, turn, attempts + 1)
 
     async def on_compare_pane_streamed(self, message: Streamed) -> None:
         if message.pane is not self:
@@ -440,3 +444,15 @@ class PaneRequest(TextualMessage):
 
     pane: ComparePane
     action: str
+
+
+def _virtual_top(widget: Widget, scroller: Widget) -> int:
+    """``widget``'s top row in ``scroller``'s scrollable (virtual) space, the way Textual's scroll_to_widget
+    walks up: from layout data that does not depend on the scroll offset, so a scroll since the last
+    layout (a late ``scroll_end``) cannot skew it the way ``region`` is skewed."""
+    top = widget.virtual_region.y
+    node = widget.parent
+    while isinstance(node, Widget) and node is not scroller:
+        top += node.virtual_region.y + node.styles.border.spacing.top
+        node = node.parent
+    return top
