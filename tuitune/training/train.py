@@ -35,7 +35,7 @@ from tuitune.training.runs import (
 )
 
 KEEP_CHECKPOINTS = 2
-CHUNK_SEQUENCES = int(os.environ.get("TUITUNE_TRAIN_CHUNK", "4"))
+PASS_TOKENS = int(os.environ.get("TUITUNE_PASS_TOKENS", "1024"))  # padded tokens per forward/backward pass
 
 
 def peak_rss_mb() -> int:
@@ -45,15 +45,22 @@ def peak_rss_mb() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
 
 
-def length_chunks(batch: list, size: int) -> list[list]:
-    """A batch, sorted by length and cut into forward/backward passes of ``size`` sequences.
+def length_chunks(batch: list, budget: int) -> list[list]:
+    """A batch, sorted by length and cut into forward/backward passes of at most ``budget`` padded tokens.
 
     The gradient is the same as one pass over the whole batch (the loss is a sum over reply tokens, divided by
-    the batch's total), but each pass pads only to its own longest sequence, and activations are held for
-    ``size`` sequences at a time instead of the whole batch: less padding computed, less memory.
+    the batch's total), but each pass pads only to its own longest sequence, and activations are held for one
+    pass at a time: a batch of short examples runs as one pass (bigger matrix products, a shared prefix
+    computed once for all of them), a batch of long ones in several, so memory stays bounded.
     """
-    ordered = sorted(batch, key=lambda seq: len(seq.input_ids))
-    return [ordered[start : start + size] for start in range(0, len(ordered), size)]
+    passes: list[list] = []
+    for seq in sorted(batch, key=lambda seq: len(seq.input_ids)):
+        current = passes[-1] if passes else None
+        if current is not None and (len(current) + 1) * len(seq.input_ids) <= budget:
+            current.append(seq)
+        else:
+            passes.append([seq])
+    return passes
 
 
 class Stop(Exception):
@@ -203,7 +210,7 @@ class Run:
             targets_total = sum(seq.reply_tokens for batch in micro_batches for seq in batch)
             loss_sum = 0.0
             for batch in micro_batches:
-                for chunk in length_chunks(batch, CHUNK_SEQUENCES):
+                for chunk in length_chunks(batch, PASS_TOKENS):
                     loss = reply_loss(causal_lm, chunk, torch, reduction="sum") / targets_total
                     loss.backward()
                     loss_sum += loss.item()
