@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	@echo "torch first: 'torch==2.13.0' is the machine's local CPU build, so the train extra's 'torch>=2.13.0' is"
 	@echo "already satisfied and pip never fetches torch's multi-GB CUDA wheels."
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/python -m pip install --quiet -e '.[demo,dev,train]'
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/python -m pip install --quiet -e '.[demo,dev,train,server]'
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -324,3 +324,31 @@ def test_adapter_that_does_not_fit_the_base_is_a_clear_error(smollm_path: Path, 
     writer.close()
     with pytest.raises(ModelFileError, match=r"could not load the LoRA adapter .* trained on another base"):
         LlamaCppEngine(smollm_path, adapter_path=path)
+
+
+@pytest.mark.parametrize("scale", [0.0, 1.0])
+def test_serve_a_finetuned_model_with_its_adapter_strength(
+    smollm_lora: Lora, tuitune_dirs: dict[str, Path], tmp_path: Path, scale: float
+):
+    """`tuitune serve` runs base + adapter at the given strength: remote text = local text at that strength."""
+    pytest.importorskip("uvicorn", reason="needs the server extra: pip install 'tuitune[server]'")
+    from tests.test_endpoints import start_server, stop_server
+    from tuitune.engines.openai import Endpoint, OpenAIEngine
+
+    adapter = export_adapter(smollm_lora.peft_dir, smollm_lora.gguf, tmp_path / "tuned.gguf")
+    _user_catalog(tuitune_dirs["config"], adapter)
+    request = Request.raw("The capital of France is", GREEDY)
+    local = open_engine(resolve_model("smollm-tuned"), adapter_scale=scale)
+    base = open_engine(resolve_model("smollm2-135m-instruct"))
+    try:
+        local_text, base_text = local.generate(request).run(), base.generate(request).run()
+    finally:
+        local.close()
+        base.close()
+    assert (local_text == base_text) == (scale == 0.0)  # the test adapter changes the greedy text
+    process, base_url = start_server("smollm-tuned", "--adapter-scale", str(scale))
+    try:
+        served = OpenAIEngine(Endpoint(name="served", base_url=base_url, model="smollm-tuned"))
+        assert served.generate(request).run() == local_text
+    finally:
+        stop_server(process)

@@ -64,6 +64,16 @@ def test_unknown_model_suggests_close_ids(catalog):
         catalog.get("smollm2-135m-instrukt")
 
 
+ENDPOINT = """
+[[model]]
+id = "remote"
+name = "Remote"
+kind = "endpoint"
+family = "remote"
+base_url = "http://127.0.0.1:8000/v1"
+model = "m"
+"""
+
 BAD_CATALOGS = [
     ("syntax", '[[model]]\nid = "x"\nname = "X\n', ["line 3", "TOML syntax error"]),
     ("kind", GOOD_ENTRY.replace('kind = "chat"', 'kind = "instruct"'), ["line 2", "my-model", "unknown kind 'instruct'", "base, chat, finetuned, endpoint"]),
@@ -74,6 +84,12 @@ BAD_CATALOGS = [
     ("source", GOOD_ENTRY.replace('{ path = "my-model.gguf" }', '{ url = "x" }'), ["my-model", "needs exactly one of pypi, hf, path"]),
     ("mode", GOOD_ENTRY.replace('mode = "chat"', 'mode = "instruct"'), ["my-model", "mode 'instruct' is not one of raw, chat"]),
     ("no source", GOOD_ENTRY.replace('source = { path = "my-model.gguf" }', ""), ["my-model", "missing field 'source'"]),
+    ("train weights", GOOD_ENTRY + 'train_weights = { hf = "no-slash" }\n', ["my-model", "train_weights hf = 'no-slash' is not a Hub repo id"]),
+    ("train weights table", GOOD_ENTRY + 'train_weights = "org/name"\n', ["my-model", "'train_weights' must be a table"]),
+    ("endpoint url", ENDPOINT.replace("http://127.0.0.1:8000/v1", "127.0.0.1:8000"), ["remote", "must be an http(s) URL"]),
+    ("endpoint key", ENDPOINT + 'api_key_env = "sk-abc123-not-a-name"\n', ["remote", "NAME of an environment variable"]),
+    ("endpoint auth header", ENDPOINT + 'headers = { Authorization = "Bearer x" }\n', ["remote", "the key goes in api_key_env"]),
+    ("endpoint timeout", ENDPOINT + "timeout = -1\n", ["remote", "timeout must be a positive number"]),
 ]  # fmt: skip
 
 
@@ -145,3 +161,14 @@ def test_hf_source_needs_a_file_or_a_pattern(tmp_path: Path):
     user.write_text(base + 'source = { hf = "org/repo", pattern = "*Q4_K_M.gguf", revision = "v1" }\n')
     entry = load_catalog(user=user).get("x")
     assert entry.source.pattern == "*Q4_K_M.gguf" and entry.source.revision == "v1"
+
+
+def test_endpoint_and_train_weights_fields_load(tmp_path: Path):
+    text = ENDPOINT + 'api_key_env = "MY_KEY"\nheaders = { X-Team = "lab" }\nparameters = { top_k = 20 }\ntimeout = 5\n'
+    text += GOOD_ENTRY + 'train_weights = { hf = "org/name", revision = "v1" }\n'
+    catalog = load_catalog(user=write(tmp_path / "models.toml", text))
+    remote = catalog.get("remote").endpoint
+    assert remote == {"base_url": "http://127.0.0.1:8000/v1", "model": "m", "api_key_env": "MY_KEY",
+                      "headers": {"X-Team": "lab"}, "parameters": {"top_k": 20}, "timeout": 5.0}  # fmt: skip
+    weights = catalog.get("my-model").train_weights
+    assert (weights.repo, weights.revision) == ("org/name", "v1")

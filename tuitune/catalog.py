@@ -23,7 +23,7 @@ SOURCE_KINDS = ("pypi", "hf", "path")
 _ENTRY_FIELDS = {
     "id", "name", "kind", "family", "mode", "pair", "source", "license", "size", "quant",
     "chat_format", "context_length", "description", "base", "adapter", "base_url", "model",
-    "api_key_env", "headers", "parameters", "train_weights",
+    "api_key_env", "headers", "parameters", "timeout", "train_weights",
 }  # fmt: skip
 _SOURCE_FIELDS = {
     "pypi": {"pypi", "module", "file", "assemble"},
@@ -172,6 +172,41 @@ def _parse_source(raw: Any, where: str, base_dir: Path) -> Source:
     return Source(kind="path", path=path if path.is_absolute() else base_dir / path)
 
 
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _parse_endpoint(raw: dict[str, Any], where: str) -> dict[str, Any]:
+    """base_url, model, and the optional api_key_env (a variable *name*), headers, parameters and timeout."""
+    base_url = raw["base_url"]
+    if not re.match(r"^https?://[^/\s]+", base_url):
+        raise CatalogError(f"{where}: base_url '{base_url}' must be an http(s) URL such as http://127.0.0.1:8000/v1")
+    endpoint: dict[str, Any] = {"base_url": base_url, "model": raw["model"]}
+    if "api_key_env" in raw:
+        name = raw["api_key_env"]
+        if not isinstance(name, str) or not ENV_NAME.match(name):
+            raise CatalogError(
+                f"{where}: api_key_env must be the NAME of an environment variable (like OPENAI_API_KEY), "
+                "never the key itself"
+            )
+        endpoint["api_key_env"] = name
+    for key in ("headers", "parameters"):
+        if key in raw:
+            if not isinstance(raw[key], dict):
+                raise CatalogError(f"{where}: '{key}' must be a table, e.g. {key} = {{ name = \"value\" }}")
+            endpoint[key] = dict(raw[key])
+    for name, value in endpoint.get("headers", {}).items():
+        if not isinstance(value, str) or name.lower() == "authorization":
+            raise CatalogError(
+                f"{where}: header '{name}' must be a string, and the key goes in api_key_env, not in headers"
+            )
+    if "timeout" in raw:
+        timeout = raw["timeout"]
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise CatalogError(f"{where}: timeout must be a positive number of seconds")
+        endpoint["timeout"] = float(timeout)
+    return endpoint
+
+
 def _parse_train_weights(raw: Any, where: str) -> Source:
     """``train_weights = { hf = "org/name", revision = "main" }``: the full-precision weights of the same model."""
     hint = 'write it as train_weights = { hf = "org/name" } (a safetensors repo of the same model)'
@@ -226,9 +261,7 @@ def _parse_entry(raw: Any, where: str, path: Path, line: int | None) -> ModelEnt
     if kind == "endpoint":
         for key in ("base_url", "model"):
             _require_str(raw, key, where, "an endpoint needs base_url and model")
-        endpoint = {
-            key: raw[key] for key in ("base_url", "model", "api_key_env", "headers", "parameters") if key in raw
-        }
+        endpoint = _parse_endpoint(raw, where)
     elif kind == "finetuned":
         base = _require_str(raw, "base", where, "the id of the base model the adapter was trained on")
         adapter_raw = Path(_require_str(raw, "adapter", where, "path to the LoRA adapter .gguf")).expanduser()
@@ -341,8 +374,8 @@ def load_catalog(shipped: Path | None = None, user: Path | None = None) -> Catal
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
+    if isinstance(value, (int, float)):
+        return repr(value)
     if isinstance(value, dict):
         return "{ " + ", ".join(f"{key} = {_toml_value(item)}" for key, item in value.items()) + " }"
     import json

@@ -694,6 +694,89 @@ def cmd_export_adapter(args: argparse.Namespace) -> int:
     return 0
 
 
+def _key_value(text: str, separator: str, what: str) -> tuple[str, str]:
+    name, found, value = text.partition(separator)
+    if not found or not name.strip():
+        raise TuituneError(f"{what} '{text}' should look like NAME{separator}VALUE")
+    return name.strip(), value.strip()
+
+
+def _parameter_value(text: str) -> object:
+    """``--param top_k=20`` → 20: numbers and true/false as such, anything else a string."""
+    import json
+
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if isinstance(value, (int, float, bool, str)) else text
+
+
+def cmd_endpoint_add(args: argparse.Namespace) -> int:
+    from tuitune.catalog import _ID_PATTERN, ENV_NAME, add_user_entry, load_catalog
+
+    if not _ID_PATTERN.match(args.name):
+        raise TuituneError(f"NAME '{args.name}' may use only letters, digits, '.', '_' and '-'")
+    if args.name in load_catalog():
+        raise TuituneError(f"'{args.name}' is already a model in the catalog; choose another NAME")
+    if args.api_key_env is not None and not ENV_NAME.match(args.api_key_env):
+        # never echo it: a pasted key would land in the terminal's scrollback a second time
+        raise TuituneError(
+            "--api-key-env takes the NAME of an environment variable (like OPENAI_API_KEY), not the key itself"
+        )
+    fields: dict[str, object] = {"id": args.name, "name": args.display_name or f"{args.model} @ {args.base_url}",
+                                 "kind": "endpoint", "family": args.family, "mode": args.mode,
+                                 "base_url": args.base_url.rstrip("/"), "model": args.model}  # fmt: skip
+    if args.api_key_env:
+        fields["api_key_env"] = args.api_key_env
+    if args.header:
+        fields["headers"] = dict(_key_value(item, ":", "--header") for item in args.header)
+    if args.param:
+        fields["parameters"] = {
+            name: _parameter_value(value) for name, value in (_key_value(p, "=", "--param") for p in args.param)
+        }
+    if args.timeout is not None:
+        fields["timeout"] = args.timeout
+    if args.pair:
+        fields["pair"] = args.pair
+    user = add_user_entry(fields)
+    print(f"added endpoint '{args.name}' to {user}; `tuitune endpoint test {args.name}` checks it")
+    return 0
+
+
+def cmd_endpoint_test(args: argparse.Namespace) -> int:
+    from tuitune.catalog import load_catalog
+    from tuitune.engines import Message, Request, Sampling, open_engine, resolve_model
+    from tuitune.safe_text import inert
+
+    entry = load_catalog().get(args.name)
+    if entry.kind != "endpoint":
+        raise TuituneError(f"'{entry.id}' is a {entry.kind} model, not an endpoint")
+    engine = open_engine(resolve_model(entry.id))
+    endpoint = engine.endpoint
+    key = "none"
+    if endpoint.api_key_env:
+        key = f"from {endpoint.api_key_env} ({'set' if os.environ.get(endpoint.api_key_env) else 'NOT SET'})"
+    print(f"{entry.id}: {endpoint.base_url}, model {endpoint.model}, key {key}")
+    models = engine.list_models()
+    print(f"the server offers {len(models)} model(s):")
+    for model in models:
+        print(f"  {inert(model)}{'   <- this entry' if model == endpoint.model else ''}")
+    if endpoint.model not in models:
+        print(f"note: '{endpoint.model}' is not in that list; some servers accept other names, most answer 404")
+    generation = engine.generate(Request.chat([Message("user", "Say hello.")], Sampling(temperature=0, max_tokens=8)))
+    text = generation.run()
+    print(f"chat check: {inert(text)!r} ({generation.stats.summary()})")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from tuitune.serve import serve
+
+    return serve(args.model, host=args.host, port=args.port, adapter_scale=args.adapter_scale, n_ctx=args.ctx,
+                 api_key_env=args.api_key_env)  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tuitune",
@@ -789,6 +872,41 @@ def build_parser() -> argparse.ArgumentParser:
     rm = commands.add_parser("rm", help="delete a downloaded model's file (the catalog entry stays)")
     rm.add_argument("model", metavar="MODEL_ID")
     rm.set_defaults(func=cmd_rm)
+
+    endpoint = commands.add_parser("endpoint", help="remote models on OpenAI-compatible servers")
+    endpoint_commands = endpoint.add_subparsers(dest="endpoint_command", metavar="{add,test}", required=True)
+    add = endpoint_commands.add_parser(
+        "add", help="add a remote model to your catalog",
+        description="The key is never stored: --api-key-env names the environment variable that holds it.",
+    )  # fmt: skip
+    add.add_argument("name", metavar="NAME", help="the id to use in chat, compare and the TUI")
+    add.add_argument("--base-url", required=True, metavar="URL", help="API root, e.g. http://127.0.0.1:8000/v1")
+    add.add_argument("--model", required=True, metavar="M", help="the model name the server expects")
+    add.add_argument("--api-key-env", metavar="VAR", help="name of the environment variable holding the key")
+    add.add_argument("--header", action="append", metavar="'NAME: VALUE'", help="extra request header (repeat)")
+    add.add_argument("--param", action="append", metavar="NAME=VALUE", help="extra request field (repeat)")
+    add.add_argument("--timeout", type=float, metavar="S", help="seconds without data before giving up (60)")
+    add.add_argument("--mode", choices=("chat", "raw"), default="chat", help="default mode (chat)")
+    add.add_argument("--family", default="remote", help="model family shown in lists (remote)")
+    add.add_argument("--pair", metavar="MODEL", help="the model to compare it with by default")
+    add.add_argument("--display-name", metavar="TEXT", help="name shown in lists")
+    add.set_defaults(func=cmd_endpoint_add)
+    test = endpoint_commands.add_parser("test", help="check an endpoint: list its models, ask for a short answer")
+    test.add_argument("name", metavar="NAME")
+    test.set_defaults(func=cmd_endpoint_test)
+
+    serve = commands.add_parser(
+        "serve", help="serve a catalog model over the OpenAI-compatible API (llama-cpp-python's server)",
+        description="Binds to 127.0.0.1 unless --host says otherwise. Needs the server extra: "
+        "pip install 'tuitune[server]'.",
+    )  # fmt: skip
+    serve.add_argument("model", metavar="MODEL", help="catalog id: base, chat or finetuned (base + adapter)")
+    serve.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="listen port (default 8000)")
+    serve.add_argument("--adapter-scale", type=_adapter_scale, default=1.0, metavar="S", help="LoRA strength 0…1")
+    serve.add_argument("--ctx", type=int, metavar="N", help="context length (default: the catalog's, ≤ 4096)")
+    serve.add_argument("--api-key-env", metavar="VAR", help="require the key in this environment variable")
+    serve.set_defaults(func=cmd_serve)
 
     paths = commands.add_parser("paths", help="where tuitune keeps config, data, cache and logs")
     paths.set_defaults(func=cmd_paths)

@@ -72,6 +72,10 @@ def open_engine(
         raise TuituneError(f"an adapter scale applies to finetuned (LoRA) models; '{model.id}' is not one")
     if entry is None:
         return LlamaCppEngine(model.path, model_id=model.id, n_ctx=n_ctx)
+    if entry.kind == "endpoint":
+        from tuitune.engines.openai import Endpoint, OpenAIEngine
+
+        return OpenAIEngine(Endpoint.from_entry(entry), model_id=entry.id, n_ctx=n_ctx or entry.context_length)
     if entry.kind == "finetuned":
         base = base_entry(entry, catalog)
         return LlamaCppEngine(

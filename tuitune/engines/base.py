@@ -70,7 +70,7 @@ class Stats:
 
     def summary(self, with_prompt: bool = False) -> str:
         """One line for people: tokens, time to first token, decode speed, why it stopped."""
-        parts = [f"{self.prompt_tokens} prompt tokens"] if with_prompt else []
+        parts = [f"{self.prompt_tokens} prompt tokens"] if with_prompt and self.prompt_tokens else []  # 0: not reported
         parts.append(f"{self.completion_tokens} {'generated' if with_prompt else 'tokens'}")
         if self.ttft_s is not None:
             parts.append(f"TTFT {self.ttft_s:.2f} s")
@@ -89,6 +89,7 @@ class Generation:
     def __init__(self, produce: Callable[[Generation], Iterator[str]]):
         self._produce = produce
         self._cancelled = threading.Event()
+        self._cancel_hooks: list[Callable[[], None]] = []
         self.stats = Stats()
         self.notices: list[str] = []  # e.g. which fallback chat format was used
         self.parts: list[str] = []
@@ -100,6 +101,18 @@ class Generation:
 
     def cancel(self) -> None:
         self._cancelled.set()
+        for hook in list(self._cancel_hooks):
+            hook()
+
+    def wait_cancelled(self, timeout: float) -> bool:
+        """Sleep up to ``timeout`` seconds, waking at once on cancel; True if cancelled."""
+        return self._cancelled.wait(timeout)
+
+    def on_cancel(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` (from the cancelling thread) on cancel: e.g. close a socket the producer blocks on."""
+        self._cancel_hooks.append(hook)
+        if self.cancelled:
+            hook()
 
     @property
     def text(self) -> str:

@@ -12,6 +12,7 @@ shown through ``rich.text.Text``, never parsed as markup.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -66,7 +67,12 @@ def source_text(entry: ModelEntry) -> str:
         return entry.source.describe()
     if entry.kind == "finetuned":
         return f"base {entry.base} + adapter {entry.adapter}"
-    return f"endpoint {entry.endpoint.get('base_url', '?')}"
+    config = entry.endpoint
+    text = f"endpoint {config.get('base_url', '?')} · model {config.get('model', '?')}"
+    if config.get("api_key_env"):  # the variable's name and whether it is set; never its value
+        state = "set" if os.environ.get(config["api_key_env"]) else "not set"
+        text += f" · key from ${config['api_key_env']} ({state})"
+    return text
 
 
 class Installed(Message):
