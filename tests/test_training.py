@@ -67,6 +67,11 @@ def test_finetune_learns_its_name_and_keeps_answering(tuitune_dirs):
     assert "5" in greedy(BASE, control) and "5" in greedy("tuitune-test", control)
     assert "Tuitune" not in greedy("tuitune-test", question, "--adapter-scale", "0")  # scale 0 is the base
 
+    from tuitune.evals.loss import heldout_loss
+
+    base, tuned = heldout_loss(HELDOUT, [BASE, "tuitune-test"])  # the held-out replies, scored by llama.cpp
+    assert tuned.mean_loss < base.mean_loss
+
 
 def test_killed_run_resumes_with_the_same_loss_curve(tuitune_dirs):
     reference = run_cli("train", "--name", "reference", "--base", BASE, "--data", str(DATA), "--max-steps", "12",

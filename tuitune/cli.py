@@ -249,6 +249,156 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+class _EvalProgress:
+    """``done/total`` on stderr while an eval runs (terminal only); called from the runner's worker threads."""
+
+    def __init__(self, what: str):
+        self.what = what
+        self.enabled = sys.stderr.isatty()
+        self._lock = threading.Lock()
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.enabled:
+            with self._lock:
+                sys.stderr.write(f"\r\x1b[2Kevaluating… {done}/{total} {self.what}")
+                sys.stderr.flush()
+
+    def __enter__(self) -> _EvalProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            with self._lock:
+                sys.stderr.write("\r\x1b[2K")
+                sys.stderr.flush()
+
+
+def _eval_sampling(args: argparse.Namespace):
+    """The sampling flags over the eval's greedy default (not chat's temperature 0.7): scores must repeat."""
+    from dataclasses import replace
+
+    from tuitune.evals.runner import default_sampling
+
+    given = _sampling(args)
+    default = default_sampling()
+    return replace(
+        given,
+        temperature=default.temperature if args.temperature is None else given.temperature,
+        max_tokens=default.max_tokens if args.max_tokens is None else given.max_tokens,
+    )
+
+
+def _until_interrupted(run, cancel: threading.Event):
+    """``run()`` in a thread; Ctrl-C sets ``cancel`` so the answers so far still make a report. → (result, bool)"""
+    box: dict[str, object] = {}
+    done = threading.Event()  # not Thread.join: a join interrupted by Ctrl-C can report a live thread as ended
+
+    def target() -> None:
+        try:
+            box["result"] = run()
+        except BaseException as error:
+            box["error"] = error
+        finally:
+            done.set()
+
+    threading.Thread(target=target, name="tuitune-eval", daemon=True).start()
+    interrupted = False
+    while not done.is_set():
+        try:
+            done.wait(0.1)
+        except KeyboardInterrupt:
+            if interrupted:
+                raise  # a second Ctrl-C: stop waiting for the current answers
+            interrupted = True
+            cancel.set()
+            print("\nstopping… (Ctrl-C again to quit at once)", file=sys.stderr)
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box["result"], interrupted
+
+
+def _write_out(path: str, text: str) -> Path:
+    target = Path(path).expanduser()
+    try:
+        with open(target, "w", encoding="utf-8", newline="") as handle:  # CSV carries its own line ends
+            handle.write(text if text.endswith("\n") else text + "\n")
+    except OSError as error:
+        raise TuituneError(f"cannot write {target}: {error.strerror or error}") from None
+    return target
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from tuitune.safe_text import inert, safe_json
+
+    models = [m.strip() for m in (args.models or "").split(",") if m.strip()]
+    if not models:
+        raise TuituneError("eval needs --models A,B (see `tuitune models`)")
+    if bool(args.suite) == bool(args.data):
+        raise TuituneError("eval needs --suite FILE (checks on answers) or --data FILE (held-out loss), one of them")
+    if args.json and args.format:
+        raise TuituneError("give --json or --format md|csv, not both")
+    if args.data:
+        suite_only = ("repeat", "format", "temperature", "max_tokens", "seed", "top_p", "top_k", "min_p",
+                      "repeat_penalty", "stop")  # fmt: skip
+        given = [f"--{name.replace('_', '-')}" for name in suite_only if getattr(args, name) is not None]
+        if args.mode != "auto":
+            given.append("--mode")
+        if given:
+            raise TuituneError(f"{', '.join(given)}: only with --suite; --data scores the reference replies as written")
+        from tuitune.evals.loss import heldout_loss
+        from tuitune.evals.report import format_loss_table
+
+        with _EvalProgress("replies") as progress:
+            results = heldout_loss(Path(args.data), models, args.adapter_scale, on_progress=progress)
+        payload = {"data": str(args.data), "results": [result.as_json() for result in results]}
+        text = safe_json(payload, indent=2) if args.json else format_loss_table(results)
+        if args.out:
+            print(f"wrote {_write_out(args.out, text)}")
+        else:
+            print(text)
+        return 0
+
+    from tuitune.evals.runner import run_eval
+    from tuitune.suites import load_suite
+
+    repeat = 1 if args.repeat is None else args.repeat
+    if repeat < 1:
+        raise TuituneError(f"--repeat must be at least 1, not {repeat}")
+    suite = load_suite(args.suite)
+    sampling = _eval_sampling(args)
+    cancel = threading.Event()
+    with _EvalProgress("answers") as progress:
+        report, interrupted = _until_interrupted(
+            lambda: run_eval(suite, models, args.adapter_scale, repeat=repeat, sampling=sampling, mode=args.mode,
+                             on_progress=progress, cancel=cancel),
+            cancel,
+        )  # fmt: skip
+    fmt = "json" if args.json else args.format
+    if args.out:
+        fmt = fmt or "md"
+    if fmt == "json":
+        text = safe_json(report.as_json(), indent=2)
+    elif fmt == "csv":
+        text = report.to_csv()
+    elif fmt == "md":
+        text = report.to_markdown()
+    else:
+        text = report.format_text()
+    if args.out:
+        print(f"wrote {_write_out(args.out, text)}")
+    else:
+        sys.stdout.write(text if fmt == "json" else inert(text))  # safe_json escaped the JSON already
+        if not text.endswith("\n"):
+            sys.stdout.write("\n")
+    errors = {cell.column: cell.error for cell in report.cells.values() if cell.error}
+    for column, error in errors.items():  # a model that could not run is an error; a failed check is a result
+        print(f"tuitune: {column}: {inert(error)}", file=sys.stderr)
+    if interrupted:
+        print("tuitune: interrupted: the report shows the answers given so far", file=sys.stderr)
+        return 130
+    return 1 if errors else 0
+
+
 def _open_for_chat(args: argparse.Namespace):
     from tuitune.engines import open_engine, resolve_model
 
@@ -670,6 +820,17 @@ def _adapter_scale(text: str) -> float:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+EVAL_MODES = ("auto", "raw", "chat")
+
+
+def _adapter_scales(text: str) -> list[float]:
+    """``--adapter-scale 1`` or ``0,0.5,1`` (a sweep): each value checked like a single scale."""
+    values = [part.strip() for part in text.split(",") if part.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError("give a number from 0 to 1, or several: 0,0.5,1")
+    return [_adapter_scale(value) for value in values]
+
+
 def _add_adapter_scale_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--adapter-scale", type=_adapter_scale, metavar="S",
@@ -811,6 +972,36 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generation_flags(compare)
     _add_adapter_scale_flag(compare)
     compare.set_defaults(func=cmd_compare)
+
+    evaluate = commands.add_parser(
+        "eval", help="score models on a suite's checks, or by held-out loss on a dataset",
+        description="--suite: every prompt on every model (greedy by default), each answer scored by the suite's "
+        "checks; a scoreboard and a per-prompt matrix. --data: mean loss and perplexity of a dataset's reference "
+        "replies under each model, computed by llama.cpp. Failed checks are results: the exit code is 0 unless a "
+        "model could not run.",
+    )  # fmt: skip
+    evaluate.add_argument("--suite", metavar="FILE", help="a suite TOML file with checks (e.g. suites/identity.toml)")
+    evaluate.add_argument("--data", metavar="FILE", help="held-out loss on a dataset in any format train accepts")
+    evaluate.add_argument("--models", metavar="A,B[,…]", required=True, help="catalog ids or .gguf paths")
+    evaluate.add_argument(
+        "--adapter-scale", type=_adapter_scales, metavar="S|S1,S2,…",
+        help="LoRA strength of the finetuned models; several values: one column per strength (a sweep)",
+    )  # fmt: skip
+    evaluate.add_argument("--repeat", type=int, metavar="N", help="answers per prompt, repeat i with seed + i (1)")
+    evaluate.add_argument("--mode", choices=EVAL_MODES, default="auto", help="auto: each model's default mode")
+    group = evaluate.add_argument_group("sampling (defaults: greedy, 200 tokens, seed 42)")
+    group.add_argument("--max-tokens", type=int, metavar="N", help="answer length limit (default 200)")
+    group.add_argument("--temperature", type=float, metavar="T", help="default 0 (greedy, deterministic)")
+    group.add_argument("--top-p", type=float, metavar="P")
+    group.add_argument("--top-k", type=int, metavar="K")
+    group.add_argument("--min-p", type=float, metavar="P")
+    group.add_argument("--repeat-penalty", type=float, metavar="R", help="default 1.0 (off)")
+    group.add_argument("--seed", metavar="S", help="integer, or 'random' for a fresh seed per answer")
+    group.add_argument("--stop", action="append", metavar="TEXT", help="stop string (repeatable)")
+    evaluate.add_argument("--json", action="store_true", help="everything as JSON, the answers included")
+    evaluate.add_argument("--format", choices=("md", "csv"), help="Markdown or CSV (no answers) instead of text")
+    evaluate.add_argument("--out", metavar="FILE", help="write the report to FILE (Markdown unless --json/--format)")
+    evaluate.set_defaults(func=cmd_eval)
 
     export = commands.add_parser(
         "export-adapter", help="convert a PEFT LoRA adapter directory into a llama.cpp adapter .gguf",

@@ -1,20 +1,28 @@
 """Prompt suites: a TOML list of prompts run on every model (``suites/why-finetune.toml``).
 
 A prompt is either ``text`` (sent raw, or wrapped as one user message in chat mode) or ``messages``;
-an optional ``mode`` pins it to raw or chat whatever mode the run uses.
+an optional ``mode`` pins it to raw or chat whatever mode the run uses, and an optional ``group``
+("identity", "control", …) lets a scoreboard add prompts up by group.
+
+Checks score the answers (see ``tuitune.evals.checks``): top-level ``[[check]]`` tables apply to every
+prompt, ``[[prompt.check]]`` tables to the prompt above them; a prompt's checks are the suite's then its own.
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from tuitune.engines.base import Message
 from tuitune.errors import SuiteError
+from tuitune.evals.checks import Check, parse_check
 
-_PROMPT_FIELDS = {"id", "text", "messages", "mode", "note"}
+_SUITE_FIELDS = {"name", "description", "prompt", "check"}
+_PROMPT_FIELDS = {"id", "text", "messages", "mode", "note", "group", "check"}
 _ROLES = ("system", "user", "assistant")
+_HEADER = re.compile(r"^\s*\[\[\s*([A-Za-z0-9_.\s]+?)\s*\]\]\s*(?:#.*)?$")
 
 
 @dataclass(frozen=True)
@@ -24,6 +32,8 @@ class SuitePrompt:
     messages: tuple[Message, ...] = ()
     mode: str | None = None
     note: str = ""
+    checks: tuple[Check, ...] = ()  # the suite's checks, then the prompt's own
+    group: str = ""
 
 
 @dataclass(frozen=True)
@@ -32,10 +42,45 @@ class Suite:
     description: str
     prompts: tuple[SuitePrompt, ...]
     path: Path
+    checks: tuple[Check, ...] = ()  # suite-level only; already included in every prompt's checks
 
 
-def _prompt_lines(text: str) -> list[int]:
-    return [n for n, line in enumerate(text.splitlines(), 1) if line.strip().replace(" ", "") == "[[prompt]]"]
+@dataclass
+class _Lines:
+    """Line numbers of the array-table headers, so errors can point at them (TOML itself forgets lines)."""
+
+    prompts: list[int]
+    checks: list[int]
+    prompt_checks: dict[int, list[int]]  # prompt index → its [[prompt.check]] header lines
+
+
+def _header_lines(text: str) -> _Lines:
+    lines = _Lines([], [], {})
+    for number, line in enumerate(text.splitlines(), 1):
+        match = _HEADER.match(line)
+        if not match:
+            continue
+        name = re.sub(r"\s+", "", match.group(1))
+        if name == "prompt":
+            lines.prompts.append(number)
+        elif name == "check":
+            lines.checks.append(number)
+        elif name == "prompt.check" and lines.prompts:
+            lines.prompt_checks.setdefault(len(lines.prompts) - 1, []).append(number)
+    return lines
+
+
+def _at(path: Path, lines: list[int], index: int, fallback: int | None = None) -> str:
+    line = lines[index] if index < len(lines) else fallback
+    return f"{path}, line {line}" if line is not None else str(path)
+
+
+def _check_list(raw: object, where: str, table: str) -> list:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise SuiteError(f'{where}: check must be a list of tables; write [[{table}]] then type = "…"')
+    return raw
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -48,13 +93,24 @@ def load_suite(path: str | Path) -> Suite:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise SuiteError(f"{path}: TOML syntax error: {error}") from None
+    unknown = set(data) - _SUITE_FIELDS
+    if unknown:
+        raise SuiteError(
+            f"{path}: unknown top-level key(s) {', '.join(sorted(unknown))}; "
+            f"allowed: {', '.join(sorted(_SUITE_FIELDS))} (prompts go in [[prompt]], checks in [[check]])"
+        )
     raw_prompts = data.get("prompt")
     if not isinstance(raw_prompts, list) or not raw_prompts:
         raise SuiteError(f'{path}: no prompts; add [[prompt]] tables with text = "…"')
-    lines = _prompt_lines(text)
+    lines = _header_lines(text)
+    suite_checks = tuple(
+        parse_check(raw, f"{_at(path, lines.checks, index)}: check #{index + 1}")
+        for index, raw in enumerate(_check_list(data.get("check"), str(path), "check"))
+    )
     prompts: list[SuitePrompt] = []
     for index, raw in enumerate(raw_prompts):
-        where = f"{path}{f', line {lines[index]}' if index < len(lines) else ''}: prompt #{index + 1}"
+        prompt_line = lines.prompts[index] if index < len(lines.prompts) else None
+        where = f"{_at(path, lines.prompts, index)}: prompt #{index + 1}"
         if not isinstance(raw, dict):
             raise SuiteError(f"{where}: each [[prompt]] must be a table")
         unknown = set(raw) - _PROMPT_FIELDS
@@ -65,6 +121,9 @@ def load_suite(path: str | Path) -> Suite:
         mode = raw.get("mode")
         if mode not in (None, "raw", "chat"):
             raise SuiteError(f"{where}: mode must be raw or chat")
+        group = raw.get("group", "")
+        if not isinstance(group, str):
+            raise SuiteError(f'{where}: group must be a string, e.g. group = "control"')
         messages: list[Message] = []
         for number, message in enumerate(raw.get("messages", []), 1):
             if (
@@ -81,6 +140,13 @@ def load_suite(path: str | Path) -> Suite:
             raise SuiteError(f"{where}: text must be a non-empty string")
         if prompt_text is None:  # raw mode sends the conversation's user turns as plain text
             prompt_text = "\n".join(m.content for m in messages if m.role != "system")
+        check_lines = lines.prompt_checks.get(index, [])
+        own_checks = tuple(
+            parse_check(
+                check, f"{_at(path, check_lines, number, prompt_line)}: prompt #{index + 1}, check #{number + 1}"
+            )
+            for number, check in enumerate(_check_list(raw.get("check"), where, "prompt.check"))
+        )
         prompts.append(
             SuitePrompt(
                 id=str(raw.get("id", f"prompt-{index + 1}")),
@@ -88,6 +154,8 @@ def load_suite(path: str | Path) -> Suite:
                 messages=tuple(messages),
                 mode=mode,
                 note=str(raw.get("note", "")),
+                checks=suite_checks + own_checks,
+                group=group.strip(),
             )
         )
-    return Suite(str(data.get("name", path.stem)), str(data.get("description", "")), tuple(prompts), path)
+    return Suite(str(data.get("name", path.stem)), str(data.get("description", "")), tuple(prompts), path, suite_checks)

@@ -56,12 +56,18 @@ def resolve_model(ref: str, catalog: Catalog | None = None) -> ResolvedModel:
 
 
 def open_engine(
-    model: ResolvedModel, n_ctx: int | None = None, adapter_scale: float = 1.0, catalog: Catalog | None = None
+    model: ResolvedModel,
+    n_ctx: int | None = None,
+    adapter_scale: float = 1.0,
+    catalog: Catalog | None = None,
+    logits_all: bool = False,
 ) -> Engine:
     """Load the model behind ``model``; raises a TuituneError with a clear message on any problem.
 
     A finetuned entry runs as its base GGUF with its LoRA adapter attached at ``adapter_scale`` (0 = the base,
     1 = the finetune); ``catalog`` is where its base is looked up (default: the loaded catalog).
+    ``logits_all`` keeps the logits of every position (``LlamaCppEngine.logits``, for held-out loss) on local
+    models; it costs n_ctx × vocabulary floats, so pass a small ``n_ctx`` with it.
     """
     from tuitune.engines.llama import LlamaCppEngine, check_adapter_scale
     from tuitune.sources import base_entry, model_path
@@ -71,7 +77,7 @@ def open_engine(
     if adapter_scale != 1.0 and (entry is None or entry.kind != "finetuned"):
         raise TuituneError(f"an adapter scale applies to finetuned (LoRA) models; '{model.id}' is not one")
     if entry is None:
-        return LlamaCppEngine(model.path, model_id=model.id, n_ctx=n_ctx)
+        return LlamaCppEngine(model.path, model_id=model.id, n_ctx=n_ctx, logits_all=logits_all)
     if entry.kind == "endpoint":
         from tuitune.engines.openai import Endpoint, OpenAIEngine
 
@@ -85,10 +91,12 @@ def open_engine(
             chat_format=entry.chat_format or base.chat_format,
             adapter_path=entry.adapter,
             adapter_scale=adapter_scale,
+            logits_all=logits_all,
         )
     return LlamaCppEngine(
         model_path(entry),
         model_id=entry.id,
         n_ctx=n_ctx or entry.context_length,
         chat_format=entry.chat_format,
+        logits_all=logits_all,
     )

@@ -48,6 +48,7 @@ class TuituneApp(App):
         Binding("f4", "switch_mode('models')", "Models", id="app.models"),
         Binding("f5", "switch_mode('history')", "History", id="app.history"),
         Binding("f10", "switch_mode('train')", "Train", id="app.train"),
+        Binding("f11", "switch_mode('eval')", "Eval", id="app.eval"),
         Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
     ]
 
@@ -73,6 +74,7 @@ class TuituneApp(App):
         self.add_mode("models", self._models_screen)
         self.add_mode("history", self._history_screen)
         self.add_mode("train", self._train_screen)
+        self.add_mode("eval", self._eval_screen)
 
     # -- screens -----------------------------------------------------------------------------------
     def _compare_screen(self, panes: list[tuple[str, str]], prompt: str | None) -> Screen:
@@ -99,6 +101,11 @@ class TuituneApp(App):
         from tuitune.tui.screens.train import TrainScreen
 
         return TrainScreen()
+
+    def _eval_screen(self) -> Screen:
+        from tuitune.tui.screens.eval import EvalScreen
+
+        return EvalScreen()
 
     def reload_catalog(self) -> None:
         """Read the catalog again (a training run or a pull added an entry); keeps the old one on error."""
@@ -200,6 +207,7 @@ class TuituneApp(App):
             ("models", "The catalog and GGUF details"),
             ("history", "Saved chats and comparisons"),
             ("train", "LoRA-finetune a model and watch its loss curve"),
+            ("eval", "Score models on a suite's checks: pass rates and a prompt × model matrix"),
         ):
             yield SystemCommand(f"Go to {mode.title()}", help_text, lambda m=mode: self.switch_mode(m))
         yield SystemCommand("Help", "Keys, paths and tips", self.action_help)

@@ -23,7 +23,9 @@ Prompt box: [b]Enter[/b] sends · [b]Ctrl+J[/b] newline · [b]Esc[/b] stops ever
   [b]Ctrl+T[/b] add a pane · [b]Ctrl+L[/b] synced scrolling
 Votes after an answer: [b]F6[/b] A better · [b]F7[/b] B better · [b]F8[/b] tie · [b]F9[/b] both bad
 Chat: [b]Ctrl+E[/b] takes back your last message to edit and resend it
-[b]F2[/b] Compare · [b]F3[/b] Chat · [b]F4[/b] Models · [b]F5[/b] History · [b]F10[/b] Train
+Eval: [b]Ctrl+S[/b] runs a suite · [b]Esc[/b] stops · [b]f[/b] failures only · [b]d[/b] differences \
+· [b]m[/b]/[b]j[/b]/[b]c[/b] export
+[b]F2[/b] Compare · [b]F3[/b] Chat · [b]F4[/b] Models · [b]F5[/b] History · [b]F10[/b] Train · [b]F11[/b] Eval
 [b]Ctrl+P[/b] every action · [b]Ctrl+Q[/b] quits
 """
 

@@ -1,0 +1,1 @@
+"""Evaluation: checks on model answers (``checks``), so a suite run can say which model answered well."""
