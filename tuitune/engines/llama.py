@@ -345,6 +345,14 @@ class LlamaCppEngine:
                     if sampled > 1 and last_at > first_at:
                         stats.decode_tokens_per_s = (sampled - 1) / (last_at - first_at)
 
+    def forget_prompt_cache(self) -> None:
+        """Evaluate the next prompt from scratch instead of reusing the KV of a prefix seen before.
+
+        The reused prefix leaves a smaller batch to evaluate, whose kernels round differently and can flip a
+        greedy near-tie; an evaluation wants each answer independent of the one before.
+        """
+        self._llm.reset()
+
     def close(self) -> None:
         llm, self._llm = getattr(self, "_llm", None), None
         adapter, self._adapter = getattr(self, "_adapter", None), None

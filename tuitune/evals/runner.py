@@ -443,9 +443,9 @@ def _cold_start(engine: Engine) -> None:
     amazon-agent prompt differently the second time). Without this, greedy repeats would "differ" and a
     score would depend on which prompt ran before. Re-reading a suite prompt costs milliseconds.
     """
-    llm = getattr(engine, "_llm", None)  # LlamaCppEngine's Llama; other engines keep no cache
-    if llm is not None:
-        llm.reset()
+    forget = getattr(engine, "forget_prompt_cache", None)  # llama.cpp keeps one; remote and scripted engines do not
+    if forget is not None:
+        forget()
 
 
 def _not_run(prompt: SuitePrompt, detail: str) -> list[CheckResult]:
