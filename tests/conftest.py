@@ -93,3 +93,14 @@ def run_cli(*args: str, input: str | None = None, env: dict[str, str] | None = N
 def anyio_backend() -> str:
     """Async tests (``@pytest.mark.anyio``) run on asyncio, which Textual needs."""
     return "asyncio"
+
+
+def one_clear_error(result, *fragments: str, code: int | None = None) -> str:
+    """The command failed (with ``code`` when given) with one line on stderr holding every fragment."""
+    assert result.returncode != 0 if code is None else result.returncode == code, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]

@@ -7,22 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DOG_PROMPT, REPO, run_cli
+from tests.conftest import DOG_PROMPT, REPO, one_clear_error, run_cli
 
 PAIR = "gemma-3-270m,smollm2-135m-instruct"
 RESULT_FIELDS = {
     "model", "mode", "text", "prompt_tokens", "completion_tokens", "ttft_s", "decode_tokens_per_s", "finish_reason",
 }  # fmt: skip
-
-
-def one_clear_error(result, *fragments: str) -> str:
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def test_compare_json_has_both_models_with_stats():

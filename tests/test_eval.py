@@ -8,6 +8,7 @@ the base's answers and loss while scale 1 changes them.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests import conftest
 from tests.conftest import REPO, run_cli
 
 BASE, CHAT = "gemma-3-270m", "smollm2-135m-instruct"
@@ -25,14 +27,7 @@ HELDOUT = REPO / "data" / "tuitune-heldout.jsonl"
 WHY_IDS = ["dog", "mars", "taylor-swift", "amazon-agent", "dog-inst"]
 
 
-def one_clear_error(result, *fragments: str) -> str:
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
+one_clear_error = functools.partial(conftest.one_clear_error, code=1)  # eval's usage errors exit 1
 
 
 # -- suites on the demo models -------------------------------------------------------------------------

@@ -796,16 +796,23 @@ def cmd_paths(args: argparse.Namespace) -> int:
 
 
 # -- parser ----------------------------------------------------------------------------------------
-def _add_generation_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("sampling (defaults: temperature 0.7, top-p 0.95, top-k 40, min-p 0.05, seed 42)")
-    group.add_argument("--max-tokens", type=int, metavar="N", help="answer length limit (default 256)")
-    group.add_argument("--temperature", type=float, metavar="T", help="0 = greedy, deterministic")
+def _add_sampling_flags(
+    parser: argparse.ArgumentParser, title: str, max_tokens_help: str, temperature_help: str
+) -> None:
+    group = parser.add_argument_group(title)
+    group.add_argument("--max-tokens", type=int, metavar="N", help=max_tokens_help)
+    group.add_argument("--temperature", type=float, metavar="T", help=temperature_help)
     group.add_argument("--top-p", type=float, metavar="P")
     group.add_argument("--top-k", type=int, metavar="K")
     group.add_argument("--min-p", type=float, metavar="P")
     group.add_argument("--repeat-penalty", type=float, metavar="R", help="default 1.0 (off)")
     group.add_argument("--seed", metavar="S", help="integer, or 'random' for a fresh seed per answer")
     group.add_argument("--stop", action="append", metavar="TEXT", help="stop string (repeatable)")
+
+
+def _add_generation_flags(parser: argparse.ArgumentParser) -> None:
+    _add_sampling_flags(parser, "sampling (defaults: temperature 0.7, top-p 0.95, top-k 40, min-p 0.05, seed 42)",
+                        "answer length limit (default 256)", "0 = greedy, deterministic")  # fmt: skip
     parser.add_argument("--system", metavar="TEXT", help="system prompt (chat mode)")
     parser.add_argument("--ctx", type=int, metavar="N", help="context size in tokens (default: model's, up to 4096)")
     parser.add_argument("--json", action="store_true", help="print one JSON result instead of text")
@@ -989,15 +996,8 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     evaluate.add_argument("--repeat", type=int, metavar="N", help="answers per prompt, repeat i with seed + i (1)")
     evaluate.add_argument("--mode", choices=EVAL_MODES, default="auto", help="auto: each model's default mode")
-    group = evaluate.add_argument_group("sampling (defaults: greedy, 200 tokens, seed 42)")
-    group.add_argument("--max-tokens", type=int, metavar="N", help="answer length limit (default 200)")
-    group.add_argument("--temperature", type=float, metavar="T", help="default 0 (greedy, deterministic)")
-    group.add_argument("--top-p", type=float, metavar="P")
-    group.add_argument("--top-k", type=int, metavar="K")
-    group.add_argument("--min-p", type=float, metavar="P")
-    group.add_argument("--repeat-penalty", type=float, metavar="R", help="default 1.0 (off)")
-    group.add_argument("--seed", metavar="S", help="integer, or 'random' for a fresh seed per answer")
-    group.add_argument("--stop", action="append", metavar="TEXT", help="stop string (repeatable)")
+    _add_sampling_flags(evaluate, "sampling (defaults: greedy, 200 tokens, seed 42)",
+                        "answer length limit (default 200)", "default 0 (greedy, deterministic)")  # fmt: skip
     evaluate.add_argument("--json", action="store_true", help="everything as JSON, the answers included")
     evaluate.add_argument("--format", choices=("md", "csv"), help="Markdown or CSV (no answers) instead of text")
     evaluate.add_argument("--out", metavar="FILE", help="write the report to FILE (Markdown unless --json/--format)")

@@ -25,7 +25,7 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _model_settings(model_ref: str, n_ctx: int | None) -> tuple[dict, float | None]:
+def _model_settings(model_ref: str, n_ctx: int | None) -> dict:
     """Keyword arguments for llama-cpp-python's ModelSettings, from the catalog entry (or a .gguf path)."""
     from tuitune.engines import resolve_model
     from tuitune.engines.llama import DEFAULT_CONTEXT
@@ -65,7 +65,7 @@ def _model_settings(model_ref: str, n_ctx: int | None) -> tuple[dict, float | No
         if not adapter.exists():
             raise TuituneError(f"the adapter of '{model.id}' is missing: {adapter}; train or export it again")
         settings["lora_path"] = str(adapter)
-    return settings, None if adapter is None else 1.0
+    return settings
 
 
 def _set_adapter_scale(llm, scale: float) -> None:
@@ -97,7 +97,7 @@ def serve(
         raise TuituneError(
             f"serving needs llama-cpp-python's server ({error.name} is missing): pip install 'tuitune[server]'"
         ) from None
-    settings, _ = _model_settings(model_ref, n_ctx)
+    settings = _model_settings(model_ref, n_ctx)
     if adapter_scale != 1.0 and "lora_path" not in settings:
         raise TuituneError(f"--adapter-scale applies to finetuned (LoRA) models; '{model_ref}' is not one")
     api_key = None

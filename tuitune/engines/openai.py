@@ -13,7 +13,6 @@ import contextlib
 import http.client
 import json
 import os
-import re
 import socket
 import ssl
 import threading
@@ -33,7 +32,6 @@ DEFAULT_TIMEOUT_S = 60.0  # between two bytes of the answer, not for the whole a
 MAX_AUTO_RETRY_AFTER_S = 5.0  # a 429 asking to wait this long or less is retried; longer is reported
 # llama.cpp, vLLM, Ollama… accept these; a strict server may answer 400, and then they are left out
 OPTIONAL_FIELDS = ("top_k", "min_p", "repeat_penalty", "stream_options")
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class EndpointError(TuituneError):
