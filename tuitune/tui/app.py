@@ -78,12 +78,12 @@ class TuituneApp(App):
 
     # -- screens -----------------------------------------------------------------------------------
     def _compare_screen(self, panes: list[tuple[str, str]], prompt: str | None) -> Screen:
-        from tuitune.tui.screens.conversation import CompareScreen
+        from tuitune.tui.screens.compare import CompareScreen
 
         return CompareScreen(panes, prompt)
 
     def _chat_screen(self, model: str, mode: str) -> Screen:
-        from tuitune.tui.screens.conversation import ChatScreen
+        from tuitune.tui.screens.chat import ChatScreen
 
         return ChatScreen([(model, mode)])
 

@@ -1,12 +1,10 @@
-"""Compare (home) and Chat: a prompt box that sends to one or more model panes.
-
-Compare broadcasts each prompt to 2–4 panes that generate at the same time; Chat is the single-pane case
-with edit-and-resend. Both save every exchange to the history store as it streams.
+"""The shared machinery of Compare (screens/compare.py) and Chat (screens/chat.py): a prompt box that sends
+to one or more model panes, which generate at the same time, and saves every exchange to the history store as
+it streams.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from textual import on
@@ -18,7 +16,6 @@ from textual.widgets import Footer, Header, Static
 
 from tuitune.engines.base import Sampling, Stats
 from tuitune.tui.screens.dialogs import ExamplePicker, ModelPicker, PaneParams
-from tuitune.tui.text import styled
 from tuitune.tui.widgets.pane import ComparePane, PaneChanged, PaneRequest
 from tuitune.tui.widgets.params import ParamsPanel
 from tuitune.tui.widgets.prompt import PromptBox
@@ -316,133 +313,3 @@ class ConversationScreen(Screen):
             pane.preload()
         self.conversation_id = conversation.id
         self.query_one(PromptBox).focus()
-
-
-class CompareScreen(ConversationScreen):
-    KIND = "compare"
-
-    BINDINGS = [
-        Binding("ctrl+t", "add_pane", "+Pane", id="compare.add_pane"),
-        Binding("ctrl+l", "sync_scroll", "Sync scroll", id="compare.sync_scroll"),
-        Binding("f6", "vote('a')", "A better", show=False, id="compare.vote_a", priority=True),
-        Binding("f7", "vote('b')", "B better", show=False, id="compare.vote_b", priority=True),
-        Binding("f8", "vote('tie')", "Tie", show=False, id="compare.vote_tie", priority=True),
-        Binding("f9", "vote('bad')", "Both bad", show=False, id="compare.vote_bad", priority=True),
-    ]
-
-    def __init__(self, panes: list[tuple[str, str]], prompt: str | None = None):
-        super().__init__(panes, prompt)
-        self.sync_scroll = False
-        self._syncing = False
-
-    def on_mount(self) -> None:
-        super().on_mount()
-        self._watch_scrolls()
-
-    def _watch_scrolls(self) -> None:
-        def follower(container: Any) -> Callable[[], None]:
-            return lambda: self._scrolled(container)
-
-        for pane in self.panes:
-            container = pane.query_one(".pane-turns")
-            self.watch(container, "scroll_y", follower(container), init=False)
-
-    def _scrolled(self, source: Any) -> None:
-        if not self.sync_scroll or self._syncing:
-            return
-        self._syncing = True
-        try:
-            fraction = source.scroll_y / source.max_scroll_y if source.max_scroll_y else 1.0
-            for pane in self.panes:
-                container = pane.query_one(".pane-turns")
-                if container is not source:
-                    container.scroll_to(y=fraction * container.max_scroll_y, animate=False)
-        finally:
-            self._syncing = False
-
-    def action_sync_scroll(self) -> None:
-        self.sync_scroll = not self.sync_scroll
-        self.notify(f"synced scrolling {'on' if self.sync_scroll else 'off'}")
-
-    async def action_add_pane(self) -> None:
-        panes = self.panes
-        if len(panes) >= self.MAX_PANES:
-            self.notify(f"at most {self.MAX_PANES} panes", severity="warning")
-            return
-        source = panes[-1].settings if panes else None
-        entry = self.tuitune.catalog_entry(source.model) if source else None
-        model = (entry.pair if entry and entry.pair else None) or (source.model if source else "")
-        pair_entry = self.tuitune.catalog_entry(model)
-        pane = ComparePane(len(panes), model, pair_entry.mode if pair_entry else "chat")
-        await self.query_one("#panes", Horizontal).mount(pane)
-        pane.shared = self.sampling
-        self._watch_scrolls()
-        pane.preload()
-        self.post_message(PaneChanged(pane))
-
-    def action_vote(self, verdict: str) -> None:
-        panes = self.panes
-        if len(panes) < 2 or not panes[0].turns:
-            self.notify("vote after both panes have answered", severity="warning")
-            return
-        if any(pane.busy for pane in panes):
-            self.notify("wait for the answers to finish", severity="warning")
-            return
-        store = self.tuitune.history
-        if store is not None and self.conversation_id is not None:
-            store.record_vote(self.conversation_id, len(panes[0].turns) - 1, verdict)
-        bar = self.query_one("#vote-bar", Static)
-        bar.update(
-            styled("Voted: ", (VERDICTS[verdict], "bold"), f" ({panes[0].settings.model} vs {panes[1].settings.model})")
-        )
-        self.notify(f"vote saved: {VERDICTS[verdict]}")
-
-    def palette_commands(self) -> list[tuple[str, str, Any]]:
-        commands = super().palette_commands()
-        commands += [
-            ("Add pane", "Add a pane (up to 4), starting with the last pane's pair", self.action_add_pane),
-            ("Synced scrolling", "Scroll all panes together", self.action_sync_scroll),
-        ]
-        for verdict, label in VERDICTS.items():
-            commands.append(
-                (f"Vote: {label}", "Record a verdict on the last answers", lambda v=verdict: self.action_vote(v))
-            )
-        if len(self.panes) > 1:
-            commands += [(f"Pane {p.letter}: close", p.settings.model, p.action_close_pane) for p in self.panes]
-        return commands
-
-
-class ChatScreen(ConversationScreen):
-    KIND = "chat"
-
-    BINDINGS = [
-        Binding("ctrl+e", "edit_last", "Edit last", id="chat.edit_last", priority=True),
-    ]
-
-    def placeholder(self) -> str:
-        return "Message · Enter sends · Ctrl+J newline · Ctrl+E edits your last message"
-
-    async def action_edit_last(self) -> None:
-        pane = self.panes[0]
-        if not pane.turns:
-            self.notify("nothing to edit yet", severity="warning")
-            return
-        pane.stop()
-        turn_index = len(pane.turns) - 1
-        last = await pane.drop_last_turn()
-        store = self.tuitune.history
-        if store is not None and self.conversation_id is not None:
-            store.delete_messages_from(self.conversation_id, pane.index, turn_index)
-        box = self.query_one(PromptBox)
-        box.text = last.prompt
-        box.focus()
-
-    def action_pick_model(self) -> None:
-        self.pick_model(self.panes[0])
-
-    def open_model(self, model_id: str) -> None:
-        self.set_pane_model(self.panes[0], model_id)
-
-    def palette_commands(self) -> list[tuple[str, str, Any]]:
-        edit = ("Edit last message", "Take back your last message to edit and resend it", self.action_edit_last)
-        return [*super().palette_commands(), edit]
