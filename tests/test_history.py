@@ -15,6 +15,8 @@ import pytest
 
 from tuitune.errors import TuituneError
 from tuitune.history import (
+    _MIGRATIONS,
+    SCHEMA_VERSION,
     HistoryError,
     HistoryStore,
     Pane,
@@ -33,6 +35,12 @@ STATS = {
     "decode_tokens_per_s": 41.8,
     "finish_reason": "length",
 }
+START = {"temperature": 0.7, "top_p": 0.95, "top_k": 40, "max_tokens": 256, "seed": 42, "stop": [], "system": ""}
+
+
+def run_params(**changes: object) -> dict[str, object]:
+    """The sampling an answer ran with, as the TUI records it: the start settings with some changed."""
+    return {**START, "min_p": 0.05, "repeat_penalty": 1.0, "n_ctx": 2048, **changes}
 
 
 @pytest.fixture
@@ -61,7 +69,7 @@ def test_default_path_is_in_the_data_dir(tuitune_dirs: dict[str, Path]):
 def test_new_database_is_wal_and_versioned(store: HistoryStore):
     db = sqlite3.connect(store.path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
     db.close()
 
 
@@ -288,6 +296,129 @@ def test_export_markdown_compare(store: HistoryStore):
     assert f"- turn 1: B ({CHAT}) better" in markdown
 
 
+def test_each_answer_exports_the_parameters_it_ran_with(store: HistoryStore):
+    cid = store.create_conversation("chat", "Mars", [Pane(0, CHAT, "chat")], START)
+    first_run, second_run = run_params(), run_params(temperature=0.0, max_tokens=60, seed=43, system="Be brief.")
+    for turn, (answer, run) in enumerate((("Red.", first_run), ("Iron oxide.", second_run))):
+        store.add_message(cid, 0, turn, "user", "Why?")
+        mid = store.add_message(cid, 0, turn, "assistant", "", status="streaming", run=run)
+        store.update_message(mid, answer, status="done", stats=STATS)
+    conversation = store.load(cid)
+    assert [m.run for m in conversation.messages if m.role == "assistant"] == [first_run, second_run]
+    markdown = export_markdown(conversation)
+    assert "temperature=0.7" not in markdown.splitlines()[2]  # every answer has its own: the header claims none
+    first, second = markdown.split("Iron oxide.")
+    assert (
+        f"*{CHAT} · chat · temperature 0.7 · top-p 0.95 · top-k 40 · min-p 0.05 · repeat penalty 1 · max tokens 256 · "
+        "seed 42 · context 2048*" in first
+    )
+    assert (
+        f"*{CHAT} · chat · temperature 0 · top-p 0.95 · top-k 40 · min-p 0.05 · repeat penalty 1 · max tokens 60 · "
+        'seed 43 · context 2048 · system "Be brief."*' in second
+    )
+    assert "temperature 0.7" not in second and "max tokens 256" not in second
+    data = json.loads(json.dumps(export_json(conversation)))
+    assert [(m["model"], m["mode"], m["adapter_scale"], m["run"]) for m in data["messages"][1::2]] == [
+        (CHAT, "chat", None, first_run),
+        (CHAT, "chat", None, second_run),
+    ]
+
+
+def test_compare_export_shows_each_panes_own_run_and_adapter(store: HistoryStore):
+    panes = [Pane(0, BASE, "raw"), Pane(1, CHAT, "chat", adapter_scale=0.5)]
+    cid = store.create_conversation("compare", "dog", panes, START)
+    for pane, run in ((0, run_params(temperature=0.0, max_tokens=60)), (1, run_params(stop=["\n\n", "User:"]))):
+        store.add_message(cid, pane, 0, "user", "Tell me how to train my dog to sit")
+        store.add_message(cid, pane, 0, "assistant", f"answer {pane}", run=run)
+    markdown = export_markdown(store.load(cid))
+    assert f"### {BASE} · raw\n\nanswer 0\n\n*temperature 0 · top-p 0.95 · top-k 40 · min-p 0.05 · " in markdown
+    assert "max tokens 60 · seed 42 · context 2048*" in markdown
+    assert f"### {CHAT} · chat\n\nanswer 1\n\n*adapter 0.5 · temperature 0.7 · " in markdown
+    assert 'stop ["\\n\\n", "User:"] · context 2048*' in markdown  # stop strings quoted, newlines visible
+
+
+def test_update_message_sets_the_run_once_the_seed_is_known(store: HistoryStore):
+    cid = store.create_conversation("chat", "t", [Pane(0, BASE, "raw")])
+    mid = store.add_message(cid, 0, 0, "assistant", "", status="streaming", run=run_params(seed=-1))
+    assert "seed random" in export_markdown(store.load(cid))
+    store.update_message(mid, "partial")  # no run: the stored one stays
+    assert store.load(cid).messages[0].run == run_params(seed=-1)
+    store.update_message(mid, "done", status="done", run=run_params(seed=1234567))
+    assert store.load(cid).messages[0].run == run_params(seed=1234567)
+    assert "seed 1234567" in export_markdown(store.load(cid))
+
+
+def test_explicit_model_mode_and_adapter_win_over_the_panes(store: HistoryStore):
+    cid = store.create_conversation("compare", "t", [Pane(0, BASE, "raw", adapter_scale=0.5)])
+    store.add_message(cid, 0, 0, "assistant", "from the pane")
+    store.add_message(cid, 0, 1, "assistant", "explicit", model=CHAT, mode="chat", adapter_scale=1.0)
+    # Only the model given: the pane's mode and adapter strength fill the rest.
+    store.add_message(cid, 0, 2, "assistant", "model only", model="qwen-0.5b")
+    store.add_message(cid, 3, 0, "assistant", "unknown pane", model="qwen-0.5b", mode="raw", adapter_scale=0.0)
+    labels = [(m.content, m.model, m.mode, m.adapter_scale) for m in store.load(cid).messages]
+    assert labels == [
+        ("from the pane", BASE, "raw", 0.5),
+        ("unknown pane", "qwen-0.5b", "raw", 0.0),
+        ("explicit", CHAT, "chat", 1.0),
+        ("model only", "qwen-0.5b", "raw", 0.5),
+    ]
+    with pytest.raises(ValueError, match="mode"):
+        store.add_message(cid, 0, 3, "assistant", "x", mode="base")
+
+
+def test_version_1_database_upgrades_with_its_data(tmp_path: Path):
+    path = tmp_path / "history.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(_MIGRATIONS[0])
+    db.execute("PRAGMA user_version = 1")
+    params = json.dumps({"temperature": 0.7, "max_tokens": 256})
+    now = "2025-05-10T09:15:00.000000+00:00"
+    db.execute("INSERT INTO conversations VALUES (1, 'compare', 'old', ?, ?, ?)", (params, now, now))
+    db.execute("INSERT INTO panes VALUES (1, 0, ?, 'raw', '{}', 0.5)", (BASE,))
+    db.executemany(
+        "INSERT INTO messages (id, conversation_id, pane_index, turn, role, content, status, stats, error, model, "
+        "mode, created_at, updated_at) VALUES (?, 1, 0, 0, ?, ?, 'done', ?, NULL, ?, 'raw', ?, ?)",
+        [
+            (1, "user", "Sit!", "{}", BASE, now, now),
+            (2, "assistant", " on a chair?", json.dumps(STATS), BASE, now, now),
+        ],
+    )
+    db.execute("INSERT INTO votes VALUES (1, 0, 'a', ?, NULL, ?)", (BASE, now))
+    db.commit()
+    db.close()
+    with HistoryStore(path) as store:
+        old = store.load(1)
+        assert [(m.id, m.role, m.content, m.stats, m.model, m.mode) for m in old.messages] == [
+            (1, "user", "Sit!", {}, BASE, "raw"),
+            (2, "assistant", " on a chair?", STATS, BASE, "raw"),
+        ]
+        assert all(m.run == {} and m.adapter_scale is None for m in old.messages)
+        assert (old.params, old.panes, [v.verdict for v in old.votes]) == (
+            {"temperature": 0.7, "max_tokens": 256},
+            [Pane(0, BASE, "raw", {}, 0.5)],
+            ["a"],
+        )
+        new_run = run_params(temperature=0.0, max_tokens=60)
+        store.add_message(1, 0, 1, "user", "Again")
+        store.add_message(1, 0, 1, "assistant", " on the floor", run=new_run, adapter_scale=1.0)
+    with HistoryStore(path) as store:  # reopening does not migrate twice
+        upgraded = store.load(1)
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    db.close()
+    assert [(m.run, m.adapter_scale) for m in upgraded.messages if m.role == "assistant"] == [
+        ({}, None),
+        (new_run, 1.0),
+    ]
+    markdown = export_markdown(upgraded)
+    assert "started with temperature=0.7, max_tokens=256" in markdown.splitlines()[2]  # an old answer lacks its own
+    assert (
+        "*settings not saved with this answer; the conversation started with temperature 0.7, max tokens 256*"
+        in (markdown.split("## Turn 2")[0])
+    )
+    assert "*adapter 1 · temperature 0 · top-p 0.95 · top-k 40 · min-p 0.05 · " in markdown.split("## Turn 2")[1]
+
+
 def test_export_markdown_chat(store: HistoryStore):
     cid = store.create_conversation("chat", "Mars\x9b31m", [Pane(0, CHAT, "chat")])
     store.add_message(cid, 0, 0, "user", "What do you think of Mars?")
@@ -320,6 +451,10 @@ def test_secrets_are_never_stored(store: HistoryStore):
         "eos_token": "</s>",
     }
     assert conversation.panes[0].params == {"top_p": 0.9}
+    mid = store.add_message(cid, 0, 0, "assistant", "", run={"temperature": 0.0, "api_key": "sk-8"})
+    assert store.load(cid).messages[0].run == {"temperature": 0.0}
+    store.update_message(mid, "hi", run={"seed": 7, "headers": {"X-Api-Key": "sk-9"}})
+    assert store.load(cid).messages[0].run == {"seed": 7, "headers": {}}
     assert b"sk-" not in store.path.read_bytes() + store.path.with_name(store.path.name + "-wal").read_bytes()
 
 

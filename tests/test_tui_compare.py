@@ -65,7 +65,7 @@ async def test_toggle_mode_in_a_pane_is_two_keys_away(tmp_path: Path):
     app, models = scripted_app(tmp_path)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.click("#prompt")
-        await pilot.press("tab", "m")  # focus pane A, toggle raw → chat
+        await pilot.press("tab", "alt+m")  # focus pane A, toggle raw → chat
         assert app.screen.panes[0].settings.mode == "chat"
         await type_and_send(pilot, "Hi")
         await wait_idle(pilot, app)
@@ -153,7 +153,9 @@ async def test_add_and_close_panes(tmp_path: Path):
         await wait_idle(pilot, app)
         assert all(pane.turns[0].answer for pane in app.screen.panes)
         app.screen.panes[3].focus()
-        await pilot.press("x")
+        await pilot.press("alt+x")
+        await pilot.pause()
+        await pilot.press("y")  # it holds an answer: asked once
         await pilot.pause()
         assert [pane.letter for pane in app.screen.panes] == ["A", "B", "C"]
 
@@ -162,7 +164,7 @@ async def test_pane_parameters_override_and_badge(tmp_path: Path):
     app, models = scripted_app(tmp_path)
     async with app.run_test(size=(120, 40)) as pilot:
         app.screen.panes[0].focus()
-        await pilot.press("p")
+        await pilot.press("alt+p")
         await pilot.pause()
         await pilot.click("#pane-temperature")
         await pilot.press("0", "enter")
@@ -221,7 +223,7 @@ async def test_copy_answer(tmp_path: Path):
         await type_and_send(pilot, "x")
         await wait_idle(pilot, app)
         app.screen.panes[1].focus()
-        await pilot.press("c")
+        await pilot.press("alt+c")
         assert app.clipboard == "copy me"
 
 
@@ -232,7 +234,7 @@ async def test_switching_a_panes_model_frees_the_old_one(tmp_path: Path):
         await wait_idle(pilot, app)
         old = models.engines["gemma-3-270m"]
         app.screen.panes[0].focus()
-        await pilot.press("o")
+        await pilot.press("alt+o")
         await pilot.pause()
         await pilot.press("down", "enter")  # the other installed model
         await pilot.pause(0.3)
@@ -405,16 +407,16 @@ async def test_adapter_strength_keys_on_a_finetuned_pane(tmp_path: Path, tuitune
         finetuned = app.screen.panes[1]
         assert "strength 1.00" in str(finetuned.query_one(".pane-header").render())
         finetuned.focus()
-        await pilot.press("minus", "minus")
+        await pilot.press("alt+minus", "alt+minus")
         assert finetuned.settings.adapter_scale == 0.5
         assert "strength 0.50" in str(finetuned.query_one(".pane-header").render())
         for _ in range(4):
-            await pilot.press("minus")
+            await pilot.press("alt+minus")
         assert finetuned.settings.adapter_scale == 0.0  # clamped: 0 is exactly the base
-        await pilot.press("plus")
+        await pilot.press("alt+plus")
         assert finetuned.settings.adapter_scale == 0.25
         base = app.screen.panes[0]
         base.focus()
-        await pilot.press("minus")
+        await pilot.press("alt+minus")
         assert base.settings.adapter_scale == 1.0  # a model without an adapter has no strength
         assert "strength" not in str(base.query_one(".pane-header").render())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from tuitune.engines.base import LoadControl
 from tuitune.engines.scripted import ScriptedEngine
 from tuitune.errors import TuituneError
 from tuitune.tui.app import TuituneApp
@@ -19,19 +20,26 @@ class ScriptedModels:
         delay_s: float = 0.0,
         fail: dict[str, str] | None = None,
         hold_after: int | None = None,
+        load_s: float = 0.0,
+        read_s: float = 0.0,
     ):
         self.hold_after = hold_after
+        self.load_s = load_s  # the slow paths of a real model: seconds to load, seconds to read a prompt
+        self.read_s = read_s
         self.answers = answers or {}
         self.delay_s = delay_s
         self.fail = fail or {}
         self.engines: dict[str, ScriptedEngine] = {}
         self.opened: list[str] = []
 
-    def __call__(self, model_id: str) -> ScriptedEngine:
+    def __call__(self, model_id: str, n_ctx: int | None = None, load: LoadControl | None = None) -> ScriptedEngine:
         self.opened.append(model_id)
         if model_id in self.fail:
             raise TuituneError(self.fail[model_id])
-        engine = ScriptedEngine(model_id, self.answers.get(model_id), delay_s=self.delay_s, hold_after=self.hold_after)
+        engine = ScriptedEngine(
+            model_id, self.answers.get(model_id), delay_s=self.delay_s, hold_after=self.hold_after,
+            load_s=self.load_s, read_s=self.read_s, load=load, n_ctx=n_ctx or 4096,
+        )  # fmt: skip
         self.engines[model_id] = engine
         return engine
 

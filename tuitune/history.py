@@ -7,6 +7,10 @@ recreated: the user is told to move it aside.
 
 In a comparison each pane keeps its own history, so a turn's prompt may be stored in every pane (same turn
 number) or in one; the Markdown export shows each distinct prompt of a turn once.
+
+Each answer records who wrote it (model, mode, adapter strength) and the sampling it actually ran with
+(``run``), because a pane's settings can change between turns; the conversation's ``params`` are only the
+settings it started with.
 """
 
 from __future__ import annotations
@@ -57,6 +61,11 @@ _MIGRATIONS = (
         turn INTEGER NOT NULL, verdict TEXT NOT NULL CHECK (verdict IN ('a', 'b', 'tie', 'bad')),
         model_a TEXT, model_b TEXT, created_at TEXT NOT NULL, PRIMARY KEY (conversation_id, turn));
     """,
+    # 2: what each answer actually ran with (JSON sampling) and the adapter strength it was written with.
+    """
+    ALTER TABLE messages ADD COLUMN run TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE messages ADD COLUMN adapter_scale REAL;
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -78,7 +87,10 @@ class Pane:
 
 @dataclass
 class Message:
-    """One message of one pane. ``model``/``mode`` are the pane's when it was added: a pane can switch later."""
+    """One message of one pane, labelled with what wrote it then: a pane can switch model or settings later.
+
+    ``run`` is the sampling the answer actually used (empty for messages saved before it was recorded).
+    """
 
     id: int
     pane_index: int
@@ -92,6 +104,8 @@ class Message:
     updated_at: str
     model: str | None = None
     mode: str | None = None
+    run: dict[str, Any] = field(default_factory=dict)
+    adapter_scale: float | None = None
 
 
 @dataclass
@@ -303,20 +317,48 @@ class HistoryStore:
             self._insert_panes(db, conversation_id, panes)
 
     def add_message(
-        self, conversation_id: int, pane_index: int, turn: int, role: str, content: str, status: str = "done"
+        self,
+        conversation_id: int,
+        pane_index: int,
+        turn: int,
+        role: str,
+        content: str,
+        status: str = "done",
+        *,
+        model: str | None = None,
+        mode: str | None = None,
+        adapter_scale: float | None = None,
+        run: dict | None = None,
     ) -> int:
+        """Append a message. ``model``, ``mode`` and ``adapter_scale`` default to the pane's as saved now;
+        the caller passes them when it knows better (what the engine really ran), and ``run`` is the sampling
+        the answer uses, scrubbed of credentials like every stored dict.
+        """
         _check(role, ROLES, "role")
         _check(status, STATUSES, "status")
+        if mode is not None:
+            _check(mode, MODES, "mode")
         now = _now()
         pane = "FROM panes WHERE conversation_id = :cid AND idx = :pane"
         with self._transaction() as db:
             self._touch(db, conversation_id, now)
             cursor = db.execute(
                 "INSERT INTO messages (conversation_id, pane_index, turn, role, content, status, model, mode, "
-                f"created_at, updated_at) VALUES (:cid, :pane, :turn, :role, :content, :status, (SELECT model {pane}), "
-                f"(SELECT mode {pane}), :now, :now)",
+                "adapter_scale, run, created_at, updated_at) VALUES (:cid, :pane, :turn, :role, :content, :status, "
+                f"coalesce(:model, (SELECT model {pane})), coalesce(:mode, (SELECT mode {pane})), "
+                f"coalesce(:scale, (SELECT adapter_scale {pane})), :run, :now, :now)",
                 dict(
-                    cid=conversation_id, pane=pane_index, turn=turn, role=role, content=content, status=status, now=now
+                    cid=conversation_id,
+                    pane=pane_index,
+                    turn=turn,
+                    role=role,
+                    content=content,
+                    status=status,
+                    model=model,
+                    mode=mode,
+                    scale=adapter_scale,
+                    run=_json(_without_secrets(run or {})),
+                    now=now,
                 ),
             )
             return int(cursor.lastrowid or 0)
@@ -328,11 +370,14 @@ class HistoryStore:
         status: str | None = None,
         stats: dict | None = None,
         error: str | None = None,
+        *,
+        run: dict | None = None,
     ) -> bool:
         """Save the full text so far (~10×/s while streaming). None leaves a field as it was.
 
-        Returns False if the message is gone (its conversation was deleted mid-answer), so a generation
-        thread can stop instead of failing.
+        ``run`` replaces the stored sampling as a whole: the resolved seed of a random-seed request is only
+        known once generation ends. Returns False if the message is gone (its conversation was deleted
+        mid-answer), so a generation thread can stop instead of failing.
         """
         if status is not None:
             _check(status, STATUSES, "status")
@@ -340,8 +385,16 @@ class HistoryStore:
         with self._transaction() as db:
             updated = db.execute(
                 "UPDATE messages SET content = ?, status = coalesce(?, status), stats = coalesce(?, stats), "
-                "error = coalesce(?, error), updated_at = ? WHERE id = ?",
-                (content, status, None if stats is None else _json(stats), error, now, message_id),
+                "error = coalesce(?, error), run = coalesce(?, run), updated_at = ? WHERE id = ?",
+                (
+                    content,
+                    status,
+                    None if stats is None else _json(stats),
+                    error,
+                    None if run is None else _json(_without_secrets(run)),
+                    now,
+                    message_id,
+                ),
             ).rowcount
             db.execute(
                 "UPDATE conversations SET updated_at = ? "
@@ -414,7 +467,7 @@ class HistoryStore:
             ).fetchall()
             messages = db.execute(
                 "SELECT id, pane_index, turn, role, content, status, stats, error, created_at, updated_at, model, "
-                "mode FROM messages WHERE conversation_id = ? ORDER BY turn, pane_index, id",
+                "mode, run, adapter_scale FROM messages WHERE conversation_id = ? ORDER BY turn, pane_index, id",
                 by_id,
             ).fetchall()
             votes = db.execute(
@@ -425,7 +478,9 @@ class HistoryStore:
             **{key: row[key] for key in ("id", "kind", "title", "created_at", "updated_at")},
             params=json.loads(row["params"]),
             panes=[Pane(**{**dict(p), "params": json.loads(p["params"])}) for p in panes],
-            messages=[Message(**{**dict(m), "stats": json.loads(m["stats"])}) for m in messages],
+            messages=[
+                Message(**{**dict(m), "stats": json.loads(m["stats"]), "run": json.loads(m["run"])}) for m in messages
+            ],
             votes=[Vote(**dict(v)) for v in votes],
         )
 
@@ -460,7 +515,9 @@ class HistoryStore:
 
 
 def export_json(conversation: Conversation) -> dict[str, Any]:
-    """The whole conversation as plain data. The text is the model's, unfiltered: print it with ``safe_json``."""
+    """The whole conversation as plain data, each message with its ``model``, ``mode``, ``adapter_scale`` and
+    ``run``. The text is the model's, unfiltered: print it with ``safe_json``.
+    """
     return {"format": "tuitune-conversation", "schema": SCHEMA_VERSION, **asdict(conversation)}
 
 
@@ -471,17 +528,83 @@ _STAT_FORMATS = (
     ("decode_tokens_per_s", "{:.1f} tok/s"),
     ("finish_reason", "{}"),
 )
+# How a sampling key reads in a transcript, in this order; keys not listed follow in their stored order.
+_RUN_LABELS = {
+    "temperature": "temperature",
+    "top_p": "top-p",
+    "top_k": "top-k",
+    "min_p": "min-p",
+    "repeat_penalty": "repeat penalty",
+    "max_tokens": "max tokens",
+    "seed": "seed",
+    "stop": "stop",
+    "n_ctx": "context",
+    "system": "system",
+}
+_RANDOM_SEED = -1  # tuitune.engines.base.RANDOM_SEED, not imported: the history must not load the engines
+_SYSTEM_LIMIT = 40
 
 
-def _message_markdown(message: Message, heading: str | None) -> list[str]:
+def _run_value(key: str, value: Any) -> str:
+    """One sampling value, short: 0.0 as 0, strings and stop lists quoted so that whitespace stays visible."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if key == "seed" and value == _RANDOM_SEED:
+        return "random"  # the resolved seed was never saved (the answer did not finish)
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, int):
+        return str(value)
+    if key == "system" and isinstance(value, str):
+        value = " ".join(value.split())
+        value = value if len(value) <= _SYSTEM_LIMIT else value[: _SYSTEM_LIMIT - 1].rstrip() + "…"
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _is_set(value: Any) -> bool:
+    """False for the values that say nothing: no stop string, no system prompt."""
+    return value is not None and value != "" and value != [] and value != {}
+
+
+def _run_notes(run: dict[str, Any]) -> list[str]:
+    """``run`` as 'temperature 0', 'max tokens 60'…, the usual keys first in a fixed order, empty values left out."""
+    keys = [key for key in _RUN_LABELS if key in run] + [key for key in run if key not in _RUN_LABELS]
+    return [
+        f"{_RUN_LABELS.get(key, key.replace('_', ' '))} {_run_value(key, run[key])}"
+        for key in keys
+        if _is_set(run[key])
+    ]
+
+
+def _run_line(message: Message, conversation: Conversation, who: list[str]) -> str:
+    """Who wrote an answer and with what; an answer saved before that was recorded says so instead of guessing."""
+    parts = list(who)
+    if message.adapter_scale is not None:
+        parts.append(f"adapter {message.adapter_scale:g}")
+    if message.run:
+        parts += _run_notes(message.run)
+    elif notes := _run_notes(conversation.params):
+        parts.append("settings not saved with this answer; the conversation started with " + ", ".join(notes))
+    return " · ".join(parts)
+
+
+def _message_markdown(message: Message, heading: str | None, run_line: str = "") -> list[str]:
     lines = [heading or f"**{message.role}**", "", message.content]
     notes = [fmt.format(message.stats[key]) for key, fmt in _STAT_FORMATS if message.stats.get(key) is not None]
     notes += {"streaming": ["still generating"], "cancelled": ["stopped"]}.get(message.status, [])
     if message.status == "error":
         notes.append(f"error: {message.error or 'unknown'}")
-    if notes and message.role == "assistant":
-        lines += ["", "*" + " · ".join(notes) + "*"]
+    if message.role == "assistant":
+        lines += [line for note in (" · ".join(notes), run_line) if note for line in ("", f"*{note}*")]
     return [*lines, ""]
+
+
+def _who(message: Message, panes: dict[int, Pane]) -> list[str]:
+    """The model and mode stored with the message; the pane's today only for a message that has none."""
+    pane = panes.get(message.pane_index)
+    model = message.model or (pane.model if pane else f"pane {message.pane_index + 1}")
+    mode = message.mode or (pane.mode if pane else "")
+    return [model, mode] if mode else [model]
 
 
 def _compare_markdown(conversation: Conversation) -> list[str]:
@@ -494,24 +617,30 @@ def _compare_markdown(conversation: Conversation) -> list[str]:
         for role, content in prompts:
             lines += [f"**{role}**", "", content, ""]
         for m in (m for m in in_turn if m.role == "assistant"):
-            pane = panes.get(m.pane_index)
-            model = m.model or (pane.model if pane else f"pane {m.pane_index + 1}")
-            mode = m.mode or (pane.mode if pane else "")
-            lines += _message_markdown(m, f"### {model} · {mode}" if mode else f"### {model}")
+            heading = "### " + " · ".join(_who(m, panes))
+            lines += _message_markdown(m, heading, _run_line(m, conversation, []))
     return lines
 
 
 def export_markdown(conversation: Conversation) -> str:
-    """A readable transcript: model text as written, but with every terminal control character made inert."""
+    """A readable transcript: model text as written, but with every terminal control character made inert.
+
+    Each answer carries its own model, mode, adapter strength and sampling. The conversation's parameters are
+    only the ones it started with, so the header shows them (as such) only while some answer lacks its own.
+    """
     c = conversation
     header = [c.kind, c.created_at[:16].replace("T", " ") + " UTC"]
-    header += [f"{key}={value}" for key, value in c.params.items()]
+    answers = [m for m in c.messages if m.role == "assistant"]
+    started = [f"{key}={value}" for key, value in c.params.items() if _is_set(value)]
+    if started and (not answers or not all(m.run for m in answers)):
+        header.append("started with " + ", ".join(started))
     lines = [f"# {c.title or 'Untitled'}", "", " · ".join(header), ""]
     if c.kind == "compare":
         lines += _compare_markdown(c)
     else:
+        panes = {pane.index: pane for pane in c.panes}
         for message in c.messages:
-            lines += _message_markdown(message, None)
+            lines += _message_markdown(message, None, _run_line(message, c, _who(message, panes)))
     if c.votes:
         names = {"a": "A ({}) better", "b": "B ({}) better", "tie": "tie", "bad": "both bad"}
         lines += ["## Votes", ""]

@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tuitune.catalog import Catalog, ModelEntry, load_catalog
-from tuitune.engines.base import Engine, Generation, Message, Mode, Request, Sampling, Stats
+from tuitune.engines.base import Engine, Generation, LoadControl, Message, Mode, Request, Sampling, Stats
 from tuitune.errors import ModelNotFoundError, TuituneError
 
 __all__ = [
     "Engine",
     "Generation",
+    "LoadControl",
     "Message",
     "Mode",
     "Request",
@@ -61,13 +62,15 @@ def open_engine(
     adapter_scale: float = 1.0,
     catalog: Catalog | None = None,
     logits_all: bool = False,
+    load: LoadControl | None = None,
 ) -> Engine:
     """Load the model behind ``model``; raises a TuituneError with a clear message on any problem.
 
     A finetuned entry runs as its base GGUF with its LoRA adapter attached at ``adapter_scale`` (0 = the base,
     1 = the finetune); ``catalog`` is where its base is looked up (default: the loaded catalog).
     ``logits_all`` keeps the logits of every position (``LlamaCppEngine.logits``, for held-out loss) on local
-    models; it costs n_ctx × vocabulary floats, so pass a small ``n_ctx`` with it.
+    models; it costs n_ctx × vocabulary floats, so pass a small ``n_ctx`` with it. ``load`` reports the load's
+    progress and can stop it (``StoppedError``).
     """
     from tuitune.engines.llama import LlamaCppEngine, check_adapter_scale
     from tuitune.sources import base_entry, model_path
@@ -77,7 +80,7 @@ def open_engine(
     if adapter_scale != 1.0 and (entry is None or entry.kind != "finetuned"):
         raise TuituneError(f"an adapter scale applies to finetuned (LoRA) models; '{model.id}' is not one")
     if entry is None:
-        return LlamaCppEngine(model.path, model_id=model.id, n_ctx=n_ctx, logits_all=logits_all)
+        return LlamaCppEngine(model.path, model_id=model.id, n_ctx=n_ctx, logits_all=logits_all, load=load)
     if entry.kind == "endpoint":
         from tuitune.engines.openai import Endpoint, OpenAIEngine
 
@@ -92,6 +95,7 @@ def open_engine(
             adapter_path=entry.adapter,
             adapter_scale=adapter_scale,
             logits_all=logits_all,
+            load=load,
         )
     return LlamaCppEngine(
         model_path(entry),
@@ -99,4 +103,5 @@ def open_engine(
         n_ctx=n_ctx or entry.context_length,
         chat_format=entry.chat_format,
         logits_all=logits_all,
+        load=load,
     )

@@ -15,7 +15,9 @@ from typing import Literal, Protocol
 
 Mode = Literal["raw", "chat"]
 FinishReason = Literal["stop", "length", "cancelled", "error"]
+Phase = Literal["reading", "generating"]  # reading the prompt, then producing tokens
 RANDOM_SEED = -1
+STOPPED_DURING = {"loading": "loading the model", "reading": "reading the prompt", "generating": "generating"}
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class Stats:
     total_s: float = 0.0
     finish_reason: FinishReason = "stop"
     seed: int | None = None
+    stopped_during: str | None = None  # cancelled answers: "loading", "reading" (the prompt) or "generating"
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -76,7 +79,10 @@ class Stats:
             parts.append(f"TTFT {self.ttft_s:.2f} s")
         if self.decode_tokens_per_s is not None:
             parts.append(f"{self.decode_tokens_per_s:.1f} tok/s")
-        parts.append(self.finish_reason)
+        if self.stopped_during:
+            parts.append(f"stopped while {STOPPED_DURING.get(self.stopped_during, self.stopped_during)}")
+        else:
+            parts.append(self.finish_reason)
         return " · ".join(parts)
 
 
@@ -94,6 +100,9 @@ class Generation:
         self.notices: list[str] = []  # e.g. which fallback chat format was used
         self.parts: list[str] = []
         self._started = time.perf_counter()
+        self.phase: Phase = "reading"
+        self.prompt_done = 0  # prompt tokens read so far (of stats.prompt_tokens)
+        self._progress_hooks: list[Callable[[Generation], None]] = []
 
     @property
     def cancelled(self) -> bool:
@@ -114,6 +123,19 @@ class Generation:
         if self.cancelled:
             hook()
 
+    def on_progress(self, hook: Callable[[Generation], None]) -> None:
+        """Run ``hook(generation)`` (from the producing thread) as the prompt is read and when decoding starts."""
+        self._progress_hooks.append(hook)
+
+    def report(self, phase: Phase, prompt_done: int | None = None) -> None:
+        """Called by engines: a batch of the prompt was read (``prompt_done`` of ``stats.prompt_tokens``), or
+        the first token is being produced. A real model reads a long prompt for a minute; the UI shows it."""
+        self.phase = phase
+        if prompt_done is not None:
+            self.prompt_done = prompt_done
+        for hook in list(self._progress_hooks):
+            hook(self)
+
     @property
     def text(self) -> str:
         return "".join(self.parts)
@@ -128,6 +150,32 @@ class Generation:
         for _ in self:
             pass
         return self.text
+
+
+class LoadControl:
+    """Between the thread that loads a model and the UI: load progress goes out, a stop request comes in.
+
+    ``report`` is called by the loader (llama.cpp's progress callback) and returns False once ``cancel`` was
+    called, which makes llama.cpp abandon the load at once instead of finishing a multi-second read.
+    """
+
+    def __init__(self, on_progress: Callable[[float], None] | None = None):
+        self._on_progress = on_progress
+        self._cancelled = threading.Event()
+        self.fraction = 0.0
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    def report(self, fraction: float) -> bool:
+        self.fraction = fraction
+        if self._on_progress is not None:
+            self._on_progress(fraction)
+        return not self.cancelled
 
 
 class Engine(Protocol):

@@ -15,10 +15,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from tuitune.engines.base import Generation, Message, Request
+from tuitune.engines.base import Generation, LoadControl, Message, Request
 from tuitune.engines.chat_formats import DEFAULT_FALLBACK, FALLBACK_FORMATS
 from tuitune.engines.threads import DEFAULT_BUDGET, ThreadBudget
-from tuitune.errors import ContextOverflowError, ModelFileError, TuituneError
+from tuitune.errors import ContextOverflowError, ModelFileError, StoppedError, TuituneError
 from tuitune.gguf import GGUFInfo, read_gguf
 
 DEFAULT_CONTEXT = 4096
@@ -69,6 +69,7 @@ class LlamaCppEngine:
         adapter_path: str | Path | None = None,
         adapter_scale: float = 1.0,
         logits_all: bool = False,
+        load: LoadControl | None = None,
     ):
         self.path = Path(model_path)
         self.info = info or read_gguf(self.path)
@@ -88,7 +89,7 @@ class LlamaCppEngine:
         self._applied_scale: float | None = None  # what the context uses now; None: nothing set yet
         if self.adapter_path is not None:
             self._check_adapter_file(self.adapter_path)  # before loading the base: a bad file fails fast
-        self._llm = self._load()
+        self._llm = self._load(load)
         if self.adapter_path is not None:
             try:
                 self._attach_adapter(self.adapter_path)
@@ -98,17 +99,24 @@ class LlamaCppEngine:
         self._threads = budget.threads()
         self._vocab = self._llama_cpp.llama_model_get_vocab(self._llm.model)
         self._template = self._gguf_template()
+        from tuitune.engines.llama_control import AbortSwitch
+
+        self._abort = AbortSwitch(self._llama_cpp, self._llm.ctx)
 
     # -- loading -----------------------------------------------------------------------------------
-    def _load(self) -> Any:
+    def _load(self, load: LoadControl | None) -> Any:
         from tuitune.engines import llama_log
+        from tuitune.engines.llama_control import loading_with_progress
 
         llama_log.install()
         import llama_cpp
 
         self._llama_cpp = llama_cpp
         threads = self.budget.threads()
-        with llama_log.python_stderr_to_log():
+        load = load or LoadControl()
+        if load.cancelled:
+            raise StoppedError(f"loading {self.model_id} was stopped")
+        with llama_log.python_stderr_to_log(), loading_with_progress(load.report):
             try:
                 llm = llama_cpp.Llama(
                     model_path=str(self.path),
@@ -119,6 +127,8 @@ class LlamaCppEngine:
                     verbose=True,  # False would redirect the process's fds; logs go to our file instead
                 )
             except (ValueError, RuntimeError, OSError) as error:
+                if load.cancelled:
+                    raise StoppedError(f"loading {self.model_id} was stopped") from None
                 raise ModelFileError(
                     f"llama.cpp could not load {self.path} ({error}); the file may be damaged or use an "
                     f"architecture this llama.cpp does not know — details in {llama_log.log_path()}"
@@ -254,8 +264,10 @@ class LlamaCppEngine:
 
         if not self._logits_all:
             raise TuituneError(f"{self.model_id} was opened without logits_all=True; it keeps only the last logits")
-        if not 0 < len(tokens) <= self._n_ctx:
-            raise ContextOverflowError(f"{len(tokens)} tokens do not fit {self.model_id}'s context of {self._n_ctx}")
+        if not tokens:
+            raise TuituneError("no tokens to score")
+        if len(tokens) > self._n_ctx:
+            raise ContextOverflowError(self.model_id, len(tokens), self._n_ctx)
         with self.budget.generating() as budget:
             self._set_threads(budget.threads())
             self._sync_adapter()
@@ -275,11 +287,7 @@ class LlamaCppEngine:
         tokens, format_stops = self._prompt(request, generation)
         stats.prompt_tokens = len(tokens)
         if len(tokens) >= self._n_ctx:
-            trained = self.info.context_length
-            raise ContextOverflowError(
-                f"the prompt is {len(tokens)} tokens but {self.model_id}'s context holds {self._n_ctx}: "
-                f"shorten it{f' or raise --ctx (up to {trained})' if trained and trained > self._n_ctx else ''}"
-            )
+            raise ContextOverflowError(self.model_id, len(tokens), self._n_ctx, self.info.context_length)
         room = self._n_ctx - len(tokens)
         max_tokens = min(sampling.max_tokens, room) if sampling.max_tokens > 0 else room
         stops = tuple(s for s in (*sampling.stop, *format_stops) if s)
@@ -294,6 +302,11 @@ class LlamaCppEngine:
         with self.budget.generating() as budget:
             self._set_threads(budget.threads())
             self._sync_adapter()
+            if not self._read_prompt(tokens, generation):
+                stats.finish_reason, stats.stopped_during = "cancelled", "reading"
+                stats.total_s = time.perf_counter() - started
+                return
+            generation.report("generating")
             stream = llm.generate(
                 tokens,
                 top_k=sampling.top_k,
@@ -339,11 +352,49 @@ class LlamaCppEngine:
                 stream.close()
                 stats.completion_tokens = count
                 stats.finish_reason = finish
+                if finish == "cancelled":
+                    stats.stopped_during = "generating"
                 stats.total_s = time.perf_counter() - started
                 if first_at is not None:
                     stats.ttft_s = first_at - started
                     if sampled > 1 and last_at > first_at:
                         stats.decode_tokens_per_s = (sampled - 1) / (last_at - first_at)
+
+    def _read_prompt(self, tokens: list[int], generation: Generation) -> bool:
+        """Evaluate the prompt batch by batch, reporting progress; False if the request was stopped meanwhile.
+
+        The KV of the longest prefix already evaluated is kept (the next turn of a conversation reads only what
+        is new). The batches are those ``Llama.generate`` would use, so answers are unchanged; ``generate`` then
+        finds the whole prompt cached and samples at once.
+        """
+        llm, total = self._llm, len(tokens)
+        cached = 0
+        for have, want in zip(llm.input_ids[: llm.n_tokens], tokens[:-1], strict=False):
+            if have != want:
+                break
+            cached += 1
+        if cached and not llm._ctx.kv_cache_seq_rm(-1, cached, -1):  # a model whose cache cannot be cut
+            cached = 0
+        if not cached:
+            llm.reset()
+        llm.n_tokens = cached
+        generation.report("reading", cached)
+        generation.on_cancel(self._abort.trip)
+        with self._abort.armed():
+            for start in range(cached, total, llm.n_batch):
+                if generation.cancelled:
+                    break
+                try:
+                    llm.eval(tokens[start : start + llm.n_batch])
+                except RuntimeError:
+                    if not self._abort.tripped:
+                        raise
+                    break
+                generation.report("reading", min(total, start + llm.n_batch))
+        if generation.cancelled:
+            llm.reset()  # a batch cut in the middle leaves the cache in an unknown state
+            return False
+        return True
 
     def forget_prompt_cache(self) -> None:
         """Evaluate the next prompt from scratch instead of reusing the KV of a prefix seen before.

@@ -1,7 +1,9 @@
 """A scripted engine: replays fixed answers through the real Generation machinery.
 
-For tests and demos where only the layout matters (snapshot tests, UI latency checks): deterministic text
-and stats, optional per-chunk delay, and the same cancel semantics as the llama.cpp engine.
+For tests and demos where only the layout or the flow matters (snapshot tests, UI latency checks, key storms):
+deterministic text and stats, and the slow paths of a real model on demand — a load that takes ``load_s``
+(reporting progress and stoppable like llama.cpp's), a prompt read in batches over ``read_s``, and a delay per
+chunk — with the same cancel semantics as the llama.cpp engine.
 """
 
 from __future__ import annotations
@@ -10,7 +12,10 @@ import threading
 import time
 from collections.abc import Iterator
 
-from tuitune.engines.base import Generation, Request
+from tuitune.engines.base import Generation, LoadControl, Request
+from tuitune.errors import StoppedError
+
+READ_BATCHES = 8  # a scripted prompt is "read" in this many steps, each reporting progress
 
 
 class ScriptedEngine:
@@ -23,11 +28,16 @@ class ScriptedEngine:
         has_chat_template: bool = True,
         fail_with: Exception | None = None,
         hold_after: int | None = None,
+        load_s: float = 0.0,
+        read_s: float = 0.0,
+        load: LoadControl | None = None,
+        n_ctx: int = 4096,
     ):
         self.model_id = model_id
         self.answers = answers or [f"Scripted answer from {model_id}."]
         self.chunk_size = chunk_size
         self.delay_s = delay_s
+        self.read_s = read_s
         self.has_chat_template = has_chat_template
         self.fail_with = fail_with
         self.hold_after = hold_after  # stop after this many chunks until ``release`` is set: a mid-stream state
@@ -35,10 +45,21 @@ class ScriptedEngine:
         self.release = threading.Event()
         self.requests: list[Request] = []
         self.closed = False
+        self._n_ctx = n_ctx
+        self._load(load or LoadControl(), load_s)
+
+    def _load(self, load: LoadControl, seconds: float) -> None:
+        """Take ``seconds`` like a real load: progress in steps, abandoned within a step once stopped."""
+        steps = max(1, round(seconds / 0.02)) if seconds else 1
+        for step in range(steps + 1):
+            if not load.report(step / steps):
+                raise StoppedError(f"loading {self.model_id} was stopped")
+            if seconds and step < steps:
+                time.sleep(seconds / steps)
 
     @property
     def n_ctx(self) -> int:
-        return 4096
+        return self._n_ctx
 
     @property
     def chat_template_name(self) -> str:
@@ -49,12 +70,28 @@ class ScriptedEngine:
         answer = self.answers[(len(self.requests) - 1) % len(self.answers)]
         return Generation(lambda generation: self._produce(request, answer, generation))
 
+    def _read(self, generation: Generation) -> bool:
+        """Read the prompt in batches over ``read_s`` seconds; False if stopped meanwhile."""
+        total = generation.stats.prompt_tokens
+        generation.report("reading", 0)
+        for batch in range(1, READ_BATCHES + 1):
+            if self.read_s and generation.wait_cancelled(self.read_s / READ_BATCHES):
+                return False
+            if generation.cancelled:
+                return False
+            generation.report("reading", total * batch // READ_BATCHES)
+        return True
+
     def _produce(self, request: Request, answer: str, generation: Generation) -> Iterator[str]:
         if self.fail_with is not None:
             raise self.fail_with
         stats = generation.stats
         stats.prompt_tokens = len((request.prompt or " ".join(m.content for m in request.messages)).split())
-        stats.seed = request.sampling.seed
+        stats.seed = request.sampling.resolved_seed()
+        if not self._read(generation):
+            stats.finish_reason, stats.stopped_during = "cancelled", "reading"
+            return
+        generation.report("generating")
         chunks = [answer[i : i + self.chunk_size] for i in range(0, len(answer), self.chunk_size)]
         chunks = chunks[: request.sampling.max_tokens]
         stats.finish_reason = "stop" if len(chunks) * self.chunk_size >= len(answer) else "length"
@@ -64,10 +101,11 @@ class ScriptedEngine:
                 while not self.release.wait(0.05) and not generation.cancelled:
                     pass
             if generation.cancelled:
-                stats.finish_reason = "cancelled"
+                stats.finish_reason, stats.stopped_during = "cancelled", "generating"
                 break
-            if self.delay_s:
-                time.sleep(self.delay_s)
+            if self.delay_s and generation.wait_cancelled(self.delay_s):
+                stats.finish_reason, stats.stopped_during = "cancelled", "generating"
+                break
             stats.completion_tokens += 1
             yield chunk
         stats.ttft_s = 0.05

@@ -6,6 +6,7 @@ first frame. Keys are rebindable through ``keymap.toml`` in the config directory
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import tomllib
 from collections.abc import Callable, Iterable
@@ -17,21 +18,23 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 from tuitune.catalog import Catalog, ModelEntry, load_catalog
-from tuitune.engines.base import Engine
+from tuitune.engines.base import Engine, LoadControl
 from tuitune.errors import TuituneError
 from tuitune.paths import app_dirs, project_file
 
-EngineFactory = Callable[[str], Engine]
+# factory(model_id, n_ctx=None, load=None): ``n_ctx`` None is the model's default context; ``load`` reports the
+# load's progress and stops it.
+EngineFactory = Callable[..., Engine]
 DEMO_PAIR = ("gemma-3-270m", "smollm2-135m-instruct")
 
 
 def default_engine_factory(catalog: Callable[[], Catalog]) -> EngineFactory:
     """Opens models from the app's current catalog (it is reloaded when a pull or a training run adds one)."""
 
-    def open_model(model_id: str) -> Engine:
+    def open_model(model_id: str, n_ctx: int | None = None, load: LoadControl | None = None) -> Engine:
         from tuitune.engines import open_engine, resolve_model
 
-        return open_engine(resolve_model(model_id, catalog()))
+        return open_engine(resolve_model(model_id, catalog()), n_ctx=n_ctx, load=load)
 
     return open_model
 
@@ -59,13 +62,26 @@ class TuituneApp(App):
         engine_factory: EngineFactory | None = None,
         catalog: Catalog | None = None,
         history_path: Path | None = None,
+        settings_path: Path | None = None,
     ):
         super().__init__()
+        from tuitune.tui.widgets.guarded import guard_option_list_page_keys
+
+        guard_option_list_page_keys()  # a Textual crash on page keys in a list not laid out yet
+        from tuitune.settings import load_settings
+        from tuitune.settings import settings_path as default_settings_path
+
         self.catalog = catalog if catalog is not None else load_catalog()
         self.engine_factory = engine_factory or default_engine_factory(lambda: self.catalog)
         self.history_path = history_path or app_dirs().data / "history.sqlite3"
         self.history = None
         self.startup_notes: list[str] = []
+        self.settings_path = settings_path or default_settings_path()
+        self.settings, problem = load_settings(self.settings_path)
+        if problem:
+            self.startup_notes.append(problem)
+        self._settings_error: str | None = None  # the last save failure reported, so it is reported once
+        self._theme_restored = False
         panes = self._initial_panes(compare_models)
         chat_model = panes[-1][0]
         chat_entry = self.catalog_entry(chat_model)
@@ -115,6 +131,9 @@ class TuituneApp(App):
             self.notify(f"catalog not reloaded: {error}", severity="error", markup=False)
 
     def _initial_panes(self, models: list[str] | None) -> list[tuple[str, str]]:
+        saved = self.settings.compare
+        if not models and saved and all(pane["model"] in self.catalog for pane in saved):
+            return [(pane["model"], pane["mode"]) for pane in saved[:4]]
         if not models:
             ids = self.catalog.ids()
             models = [m for m in DEMO_PAIR if m in self.catalog] or ids[:2] or ["(no models)"]
@@ -128,11 +147,38 @@ class TuituneApp(App):
         # Decoding threads return from llama.cpp (C, no GIL) every token and must win the GIL back from the
         # UI thread; a 1 ms switch interval (default 5 ms) keeps them from queueing behind a repaint.
         sys.setswitchinterval(0.001)
+        self._restore_theme()
         self._load_keymap()
         self._open_history()
         self.switch_mode("compare")
         for note in self.startup_notes:
             self.notify(note, severity="warning", timeout=8)
+
+    # -- settings ----------------------------------------------------------------------------------
+    def _restore_theme(self) -> None:
+        theme = self.settings.theme
+        if theme and theme in self.available_themes:  # a theme from another version or a removed plugin: skip
+            self.theme = theme
+        self._theme_restored = True
+
+    def watch_theme(self, theme: str) -> None:
+        """Remember a theme picked in the palette (not the one restored at startup)."""
+        if self._theme_restored and theme != self.settings.theme:
+            self.update_settings(theme=theme)
+
+    def update_settings(self, **changes: object) -> None:
+        """Replace fields of ``self.settings`` and save them; a failed save is one notification, never a crash."""
+        from tuitune.settings import save_settings
+
+        self.settings = dataclasses.replace(self.settings, **changes)  # type: ignore[arg-type]
+        try:
+            save_settings(self.settings, self.settings_path)
+        except TuituneError as error:
+            if str(error) != self._settings_error:  # the same failure on every change would be noise
+                self.notify(str(error), severity="error", markup=False)
+            self._settings_error = str(error)
+        else:
+            self._settings_error = None
 
     def _open_history(self) -> None:
         try:
@@ -159,9 +205,9 @@ class TuituneApp(App):
             self.startup_notes.append(f"{path}: ignored ({error})")
 
     # -- services for screens ----------------------------------------------------------------------
-    def open_engine(self, model_id: str) -> Engine:
+    def open_engine(self, model_id: str, n_ctx: int | None = None, load: LoadControl | None = None) -> Engine:
         """Called from pane worker threads."""
-        return self.engine_factory(model_id)
+        return self.engine_factory(model_id, n_ctx=n_ctx, load=load)
 
     def catalog_entry(self, model_id: str) -> ModelEntry | None:
         return self.catalog.get(model_id) if model_id in self.catalog else None
@@ -179,12 +225,9 @@ class TuituneApp(App):
         self.screen.open_model(model_id)  # type: ignore[attr-defined]
 
     async def open_compare(self, models: list[str], prompt: str | None = None) -> None:
+        """A new comparison of ``models`` (never a reopened conversation's panes), asked ``prompt``."""
         await self.switch_mode("compare")
-        screen = self.screen
-        for pane, model in zip(screen.panes, models, strict=False):  # type: ignore[attr-defined]
-            screen.set_pane_model(pane, model)  # type: ignore[attr-defined]
-        if prompt:
-            await screen.send(prompt)  # type: ignore[attr-defined]
+        await self.screen.new_comparison(models, prompt)  # type: ignore[attr-defined]
 
     async def open_conversation(self, conversation_id: int) -> None:
         if self.history is None:

@@ -21,18 +21,25 @@ class ChatScreen(ConversationScreen):
         return "Message · Enter sends · Ctrl+J newline · Ctrl+E edits your last message"
 
     async def action_edit_last(self) -> None:
+        """Take back the last message: a running answer to it is stopped first, then the text is in the box."""
         pane = self.panes[0]
         if not pane.turns:
             self.notify("nothing to edit yet", severity="warning")
             return
-        pane.stop()
+        pane.when_idle(self._edit_last)
+
+    async def _edit_last(self) -> None:
+        pane = self.panes[0]
         turn_index = len(pane.turns) - 1
         last = await pane.drop_last_turn()
+        if last is None:
+            return
         store = self.tuitune.history
         if store is not None and self.conversation_id is not None:
             store.delete_messages_from(self.conversation_id, pane.index, turn_index)
         box = self.query_one(PromptBox)
         box.text = last.prompt
+        box.move_cursor(box.document.end)  # typing goes after the recalled text, not before it
         box.focus()
 
     def action_pick_model(self) -> None:

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+from weakref import WeakSet
 
+from textual import events
 from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.geometry import Size
+from textual.widget import Widget
 from textual.widgets import Static
 
 from tuitune.tui.screens.conversation import VERDICTS, ConversationScreen
 from tuitune.tui.text import styled
 from tuitune.tui.widgets.pane import ComparePane, PaneChanged
+
+GRID_MIN_SIZE = Size(100, 30)  # a terminal this big gives each pane of a 2×2 grid ~50 columns and ~12 text lines
+ROW_PANE_MIN_WIDTH = 60  # a wide terminal keeps one row while every pane still gets this many columns
 
 
 class CompareScreen(ConversationScreen):
@@ -30,36 +37,87 @@ class CompareScreen(ConversationScreen):
         super().__init__(panes, prompt)
         self.sync_scroll = False
         self._syncing = False
+        self._watched: WeakSet[Widget] = WeakSet()  # scrollers with a watcher: one each, or a scroll syncs twice
 
     def on_mount(self) -> None:
-        super().on_mount()
-        self._watch_scrolls()
+        # No super().on_mount(): Textual calls each class's own handler along the MRO, so calling it here ran
+        # ConversationScreen.on_mount twice (two preload timers, the prompt box focused twice).
+        self.panes_changed()
 
+    def panes_changed(self) -> None:
+        """Panes were added, closed or replaced: watch the new scrollers and lay the panes out again."""
+        self._watch_scrolls()
+        self._arrange()
+
+    # -- layout: one row, or a 2×2 grid --------------------------------------------------------------
+    def _arrange(self, size: Size | None = None) -> None:
+        """Three or four panes in one row are too narrow to read (~28 columns each at 120×40): they go into
+        a 2×2 grid (a third pane spans the bottom row) when the terminal is big enough for two rows of panes
+        and a row would squeeze them below ``ROW_PANE_MIN_WIDTH``. A small terminal (80×24) keeps one row: half
+        its height per pane leaves a handful of text lines, fewer than a narrow column shows."""
+        width, height = size or self.app.size
+        count = len(self.panes)
+        grid = (
+            count >= 3
+            and width >= GRID_MIN_SIZE.width
+            and height >= GRID_MIN_SIZE.height
+            and width // count < ROW_PANE_MIN_WIDTH
+        )
+        container = self.query_one("#panes")
+        container.set_class(grid, "-grid")
+        container.set_class(grid and count % 2 == 1, "-odd")
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._arrange(event.size)
+
+    def on_screen_resume(self) -> None:
+        self._arrange()  # the terminal may have been resized while another mode was showing
+
+    # -- synced scrolling ----------------------------------------------------------------------------
     def _watch_scrolls(self) -> None:
-        def follower(container: Any) -> Callable[[], None]:
-            return lambda: self._scrolled(container)
+        def follower(scroller: Widget) -> Callable[[], None]:
+            return lambda: self._scrolled(scroller)
 
         for pane in self.panes:
-            container = pane.query_one(".pane-turns")
-            self.watch(container, "scroll_y", follower(container), init=False)
+            scroller = pane.query_one(".pane-turns")
+            if scroller not in self._watched:
+                self._watched.add(scroller)
+                self.watch(scroller, "scroll_y", follower(scroller), init=False)
 
-    def _scrolled(self, source: Any) -> None:
-        if not self.sync_scroll or self._syncing:
+    def _scrolled(self, source: Widget) -> None:
+        """A pane was scrolled (keys, wheel, scrollbar): put the others at the same fraction of their height.
+
+        The followers are scrolled at once (``immediate``), inside the ``_syncing`` guard, so the watchers their
+        scrolls fire are ignored: a scroll made by the sync never syncs again. (A deferred scroll landed after
+        the guard was reset, synced the others back, and fractional positions that do not round-trip exactly
+        bounced between the panes for ever.) Positions are whole lines, so even an echo would settle at once.
+        A pane that is answering follows its own text and neither leads nor follows.
+        """
+        if not self.sync_scroll or self._syncing or not source.max_scroll_y:
             return
+        scrollers = [(pane, pane.query_one(".pane-turns")) for pane in self.panes]
+        leader = next((pane for pane, scroller in scrollers if scroller is source), None)
+        if leader is None or leader.busy:
+            return
+        fraction = source.scroll_y / source.max_scroll_y
         self._syncing = True
         try:
-            fraction = source.scroll_y / source.max_scroll_y if source.max_scroll_y else 1.0
-            for pane in self.panes:
-                container = pane.query_one(".pane-turns")
-                if container is not source:
-                    container.scroll_to(y=fraction * container.max_scroll_y, animate=False)
+            for pane, scroller in scrollers:
+                if scroller is not source and not pane.busy:
+                    scroller.scroll_to(y=round(fraction * scroller.max_scroll_y), animate=False, immediate=True)
         finally:
             self._syncing = False
 
     def action_sync_scroll(self) -> None:
         self.sync_scroll = not self.sync_scroll
+        if self.sync_scroll:  # line the panes up with the focused one (or A) straight away
+            focused = self.focused if isinstance(self.focused, ComparePane) else None
+            leader = focused or (self.panes[0] if self.panes else None)
+            if leader is not None:
+                self._scrolled(leader.query_one(".pane-turns"))
         self.notify(f"synced scrolling {'on' if self.sync_scroll else 'off'}")
 
+    # -- panes -----------------------------------------------------------------------------------------
     async def action_add_pane(self) -> None:
         panes = self.panes
         if len(panes) >= self.MAX_PANES:
@@ -72,9 +130,13 @@ class CompareScreen(ConversationScreen):
         pane = ComparePane(len(panes), model, pair_entry.mode if pair_entry else "chat")
         await self.query_one("#panes", Horizontal).mount(pane)
         pane.shared = self.sampling
-        self._watch_scrolls()
+        self.panes_changed()
         pane.preload()
         self.post_message(PaneChanged(pane))
+
+    async def close_pane(self, pane: ComparePane, confirmed: bool = False) -> None:
+        await super().close_pane(pane, confirmed)
+        self.panes_changed()
 
     def action_vote(self, verdict: str) -> None:
         panes = self.panes

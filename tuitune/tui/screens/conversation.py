@@ -14,8 +14,8 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
-from tuitune.engines.base import Sampling, Stats
-from tuitune.tui.screens.dialogs import ExamplePicker, ModelPicker, PaneParams
+from tuitune.engines.base import RANDOM_SEED, Sampling, Stats
+from tuitune.tui.screens.dialogs import Confirm, ExamplePicker, ModelPicker, PaneParams
 from tuitune.tui.widgets.pane import ComparePane, PaneChanged, PaneRequest
 from tuitune.tui.widgets.params import ParamsPanel
 from tuitune.tui.widgets.prompt import PromptBox
@@ -46,6 +46,7 @@ class ConversationScreen(Screen):
         self.initial_prompt = prompt
         self.sampling = Sampling()
         self.system = ""
+        self.n_ctx = 0  # context size from the parameters panel; 0 = the model's default
         self.conversation_id: int | None = None
 
     @property
@@ -112,24 +113,57 @@ class ConversationScreen(Screen):
         params["system"] = self.system
         return params
 
-    async def send(self, text: str, panes: list[ComparePane] | None = None) -> bool:
+    def params_problem(self) -> str | None:
+        """The first invalid field of the parameters panel: nothing is sent with values the user did not mean."""
+        for panel in self.query(ParamsPanel):
+            for message in panel.errors().values():
+                return message
+        return None
+
+    async def send(
+        self, text: str, panes: list[ComparePane] | None = None, seeds: dict[int, int] | None = None
+    ) -> bool:
+        """Send ``text`` to ``panes`` (default: all); ``seeds`` pins a seed per pane index (regenerate)."""
         panes = panes or self.panes
         busy = [pane.letter for pane in panes if pane.busy]
         if busy:
             self.notify(f"pane {', '.join(busy)} is still answering — Esc stops it", severity="warning")
             return False
+        problem = self.params_problem()
+        if problem:
+            self.notify(f"not sent: {problem} (parameters, Ctrl+O)", severity="error", markup=False)
+            return False
         conversation = self._ensure_conversation(text)
         store = self.tuitune.history
         self.query_one("#vote-bar", Static).display = False
         for pane in panes:
-            pane.shared = self.sampling
+            pane.shared, pane.n_ctx = self.sampling, self.n_ctx
+            seed = (seeds or {}).get(pane.index)
             turn = len(pane.turns)
             message_id = None
+            run = self.run_record(pane, seed)
             if store is not None and conversation is not None:
                 store.add_message(conversation, pane.index, turn, "user", text)
-                message_id = store.add_message(conversation, pane.index, turn, "assistant", "", status="streaming")
-            await pane.send(text, self.system or None, message_id)
+                message_id = store.add_message(
+                    conversation, pane.index, turn, "assistant", "", status="streaming", model=pane.settings.model,
+                    mode=pane.settings.mode, adapter_scale=run.pop("adapter_scale"), run=run,
+                )  # fmt: skip
+            await pane.send(text, self.system or None, message_id, seed, record=run)
         return True
+
+    def run_record(self, pane: ComparePane, seed: int | None) -> dict[str, Any]:
+        """What an answer runs with, as the history stores it next to the answer."""
+        from dataclasses import asdict
+
+        run = asdict(pane.effective_sampling())
+        run["stop"] = list(run["stop"])
+        if seed is not None:
+            run["seed"] = seed
+        run["system"] = self.system if pane.settings.mode == "chat" else ""
+        run["n_ctx"] = self.n_ctx
+        entry = self.tuitune.catalog_entry(pane.settings.model)
+        run["adapter_scale"] = pane.settings.adapter_scale if entry and entry.kind == "finetuned" else None
+        return run
 
     @on(ComparePane.Finished)
     def on_pane_finished(self) -> None:
@@ -144,20 +178,33 @@ class ConversationScreen(Screen):
             pane.stop()
 
     async def regenerate(self, panes: list[ComparePane]) -> None:
+        """Answer the last prompt again, each pane with its next seed (unless it pins one): a regeneration that
+        gives the same text for the same seed would look like a broken button. A busy pane stops first."""
+        for pane in panes:
+            if pane.turns:
+                pane.when_idle(lambda pane=pane: self._regenerate_pane(pane))
+
+    async def _regenerate_pane(self, pane: ComparePane) -> None:
+        if not pane.turns or pane.busy or not pane.is_mounted:
+            return
         store = self.tuitune.history
-        for pane in panes:
-            if pane.busy:
-                pane.stop()
-                self.notify(f"pane {pane.letter} stopped; press again to regenerate", severity="warning")
-                return
-        for pane in panes:
-            if not pane.turns:
-                continue
-            turn_index = len(pane.turns) - 1
-            last = await pane.drop_last_turn()
-            if store is not None and self.conversation_id is not None:
-                store.delete_messages_from(self.conversation_id, pane.index, turn_index)
-            await self.send(last.prompt, [pane])
+        last_stats = pane.turns[-1].stats
+        sampling = pane.effective_sampling()
+        seed: int | None = None
+        if "seed" not in pane.settings.overrides and sampling.seed != RANDOM_SEED:
+            previous = last_stats.seed if last_stats is not None and last_stats.seed is not None else sampling.seed
+            seed = (previous + 1) % 2**31
+        turn_index = len(pane.turns) - 1
+        last = await pane.drop_last_turn()
+        if last is None:
+            return
+        if store is not None and self.conversation_id is not None:
+            store.delete_messages_from(self.conversation_id, pane.index, turn_index)
+        if await self.send(last.prompt, [pane], {pane.index: seed} if seed is not None else None):
+            greedy = " (temperature 0 is greedy: the same answer)" if sampling.temperature == 0 else ""
+            pinned = "seed" in pane.settings.overrides
+            what = f"seed {seed}" if seed is not None else "its pinned seed" if pinned else "a random seed"
+            self.notify(f"pane {pane.letter}: regenerating with {what}{greedy}", markup=False)
 
     async def action_regenerate(self) -> None:
         await self.regenerate(self.panes)
@@ -188,7 +235,7 @@ class ConversationScreen(Screen):
             panel = panels.first()
             panel.display = not panel.display
         else:  # composed on first use: sixteen widgets fewer to build before the first frame
-            panel = ParamsPanel(self.sampling, self.system, id="params")
+            panel = ParamsPanel(self.sampling, self.system, self.n_ctx, id="params")
             await self.query_one("#workspace", Horizontal).mount(panel)
         if panel.display:
             panel.query("Input").first().focus()
@@ -201,7 +248,7 @@ class ConversationScreen(Screen):
 
     @on(ParamsPanel.Changed)
     def on_params_changed(self, event: ParamsPanel.Changed) -> None:
-        self.sampling, self.system = event.sampling, event.system
+        self.sampling, self.system, self.n_ctx = event.sampling, event.system, event.n_ctx
         for pane in self.panes:
             pane.shared = self.sampling
             pane.refresh_header()
@@ -212,12 +259,20 @@ class ConversationScreen(Screen):
         if store is not None and self.conversation_id is not None:
             store.set_panes(self.conversation_id, self.pane_specs())
 
+    def dialog_open(self) -> bool:
+        """A dialog is already up: key repeats must not stack a second one on top."""
+        return self.app.screen is not self
+
     @on(PaneRequest)
     async def on_pane_request(self, event: PaneRequest) -> None:
         pane = event.pane
+        if not pane.is_mounted or (event.action != "regenerate" and self.dialog_open()):
+            return
         if event.action == "pick_model":
             self.pick_model(pane)
         elif event.action == "params":
+            if pane.refuse_while_busy("change its parameters"):
+                return
 
             def applied(overrides: dict[str, Any] | None) -> None:
                 if overrides is not None:
@@ -232,6 +287,9 @@ class ConversationScreen(Screen):
             await self.close_pane(pane)
 
     def pick_model(self, pane: ComparePane) -> None:
+        if self.dialog_open() or pane.refuse_while_busy("change its model"):
+            return
+
         def chosen(model_id: str | None) -> None:
             if model_id and model_id != pane.settings.model:
                 self.set_pane_model(pane, model_id)
@@ -241,17 +299,30 @@ class ConversationScreen(Screen):
         self.app.push_screen(ModelPicker(self.tuitune.catalog, installed, pane.settings.model, title), chosen)
 
     def set_pane_model(self, pane: ComparePane, model_id: str, mode: str | None = None) -> None:
+        if pane.refuse_while_busy("change its model"):
+            return
         entry = self.tuitune.catalog_entry(model_id)
-        pane.stop()
         pane.settings.model = model_id
         pane.settings.mode = mode or (entry.mode if entry else "chat")
         pane.refresh_header()
         pane.preload()  # closes the previous model under the pane's lock, then loads this one
         pane.post_message(PaneChanged(pane))
 
-    async def close_pane(self, pane: ComparePane) -> None:
+    async def close_pane(self, pane: ComparePane, confirmed: bool = False) -> None:
+        """Close a pane; one that holds answers asks first (they stay in History either way)."""
         if len(self.panes) <= 1:
             self.notify("the last pane stays", severity="warning")
+            return
+        if pane.turns and not confirmed:
+            if self.dialog_open():
+                return
+
+            async def answered(yes: bool | None) -> None:
+                if yes and pane.is_mounted:
+                    await self.close_pane(pane, confirmed=True)
+
+            question = f"Close pane {pane.letter} ({pane.settings.model})? Its answers stay in History."
+            self.app.push_screen(Confirm(question), answered)
             return
         pane.stop()
         await pane.remove()
@@ -280,24 +351,50 @@ class ConversationScreen(Screen):
             ]
         return commands
 
+    async def replace_panes(self, panes: list[ComparePane]) -> None:
+        """Swap every pane for ``panes`` (a reopened or a new conversation); answers in flight are stopped."""
+        for pane in self.panes:
+            pane.stop()
+            await pane.remove()
+        await self.query_one("#panes", Horizontal).mount_all(panes)
+        for pane in panes:
+            pane.shared, pane.n_ctx = self.sampling, self.n_ctx
+        self.panes_changed()
+
+    def panes_changed(self) -> None:
+        """Panes were added, closed or replaced (Compare re-arranges its grid and synced scrolling)."""
+
+    async def new_comparison(self, models: list[str], prompt: str | None = None) -> None:
+        """A new conversation with exactly ``models`` (Ctrl+O from Train): whatever was open stays in History as
+        it was, and nothing of it is reused, so each answer is saved under the model that gave it."""
+        panes = []
+        for index, model in enumerate(models[: self.MAX_PANES]):
+            entry = self.tuitune.catalog_entry(model)
+            panes.append(ComparePane(index, model, entry.mode if entry else "chat"))
+        await self.replace_panes(panes)
+        self.conversation_id = None
+        self.query_one("#vote-bar", Static).display = False
+        for pane in panes:
+            pane.preload()
+        self.query_one(PromptBox).focus()
+        if prompt:
+            await self.send(prompt)
+
     async def load_conversation(self, conversation: Conversation) -> None:
         """Show a saved conversation so it can be read and continued."""
-        for pane in self.panes:
-            await pane.remove()
-        container = self.query_one("#panes", Horizontal)
         specs = conversation.panes or []
         new_panes = [ComparePane(spec.index, spec.model, spec.mode, spec.params) for spec in specs]
-        await container.mount_all(new_panes)
         params = dict(conversation.params or {})
         self.system = params.pop("system", "") or ""
         known = {k: v for k, v in params.items() if k in Sampling.__dataclass_fields__}
         if "stop" in known:
             known["stop"] = tuple(known["stop"])
         self.sampling = Sampling(**known)
+        await self.replace_panes(new_panes)
         if self.query(ParamsPanel):
-            self.query_one(ParamsPanel).set_values(self.sampling, self.system)
+            self.query_one(ParamsPanel).set_values(self.sampling, self.system, self.n_ctx)
+        stats_fields = Stats.__dataclass_fields__
         for pane in new_panes:
-            pane.shared = self.sampling
             turns: dict[int, list[Any]] = {}
             for message in conversation.messages:
                 if message.pane_index != pane.index:
@@ -306,8 +403,10 @@ class ConversationScreen(Screen):
                 if message.role == "user":
                     slot[0] = message.content
                 elif message.role == "assistant":
+                    slot[1] = message.mode or slot[1]
                     slot[2] = message.content
-                    slot[3] = Stats(**message.stats) if message.stats else None
+                    known_stats = {k: v for k, v in (message.stats or {}).items() if k in stats_fields}
+                    slot[3] = Stats(**known_stats) if known_stats else None
                     slot[4] = message.error
             await pane.load_turns([tuple(turns[t]) for t in sorted(turns)])
             pane.preload()

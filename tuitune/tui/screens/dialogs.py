@@ -76,7 +76,11 @@ class ExamplePicker(ModalScreen[str | None]):
 
 
 class PaneParams(ModalScreen[dict[str, Any] | None]):
-    """Per-pane overrides of the shared parameters; an empty field follows the shared value."""
+    """Per-pane overrides of the shared parameters; an empty field follows the shared value.
+
+    Values are checked as they are typed (same ranges as the shared panel): an invalid field is marked, the
+    message naming it is shown under the fields, and Apply is refused until it is fixed.
+    """
 
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
 
@@ -93,8 +97,8 @@ class PaneParams(ModalScreen[dict[str, Any] | None]):
                 label, _, help_text = FIELDS[name]
                 yield Label(f"{label} [dim]shared: {getattr(self.shared, name)} · {help_text}[/]")
                 value = self.overrides.get(name)
-                yield Input("" if value is None else str(value), id=f"pane-{name}")
-            yield Label("", id="pane-error", classes="error")
+                yield Input("" if value is None else str(value), id=f"pane-{name}", classes="param-input")
+            yield Label("", id="pane-error", classes="error", markup=False)
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Apply", variant="primary", id="apply")
                 yield Button("Reset to shared", id="reset")
@@ -111,17 +115,31 @@ class PaneParams(ModalScreen[dict[str, Any] | None]):
     def on_input_submitted(self) -> None:
         self._apply()
 
-    def _apply(self) -> None:
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if self.is_mounted:
+            self._validate()
+
+    def _validate(self) -> tuple[dict[str, Any], dict[str, str]]:
+        """Parse every field, mark the invalid ones and show their messages; returns (overrides, errors)."""
         overrides: dict[str, Any] = {}
+        errors: dict[str, str] = {}
         for name in PANE_FIELDS:
-            text = self.query_one(f"#pane-{name}", Input).value.strip()
-            if not text:
-                continue
+            field = self.query_one(f"#pane-{name}", Input)
+            text = field.value.strip()
             try:
-                overrides[name] = parse_field(name, text)
+                if text:
+                    overrides[name] = parse_field(name, text)
             except ValueError as error:
-                self.query_one("#pane-error", Label).update(str(error))
-                return
+                errors[name] = str(error)
+            field.set_class(name in errors, "invalid")
+        self.query_one("#pane-error", Label).update("\n".join(errors.values()))
+        return overrides, errors
+
+    def _apply(self) -> None:
+        overrides, errors = self._validate()
+        if errors:
+            self.query_one(f"#pane-{next(iter(errors))}", Input).focus()
+            return
         self.dismiss(overrides)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.text import Text
-from textual import on, work
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -91,7 +91,9 @@ class TrainScreen(Screen):
         with Horizontal(id="train-body"):
             with VerticalScroll(id="train-form"):
                 yield Label("base model")
-                yield Select(self._base_choices(), id="train-base", allow_blank=False)
+                choices = self._base_choices()
+                self._base_ids = {value for _, value in choices}
+                yield Select(choices, id="train-base", allow_blank=False)
                 for field_id, label, default in FIELDS:
                     value = _default_path(default) if field_id in ("data", "val") else default
                     with Horizontal(classes="train-field"):
@@ -121,6 +123,7 @@ class TrainScreen(Screen):
         return [(f"{entry.id} ({entry.kind})", entry.id) for entry in installed] or [("(no local model)", "")]
 
     def on_mount(self) -> None:
+        self._restore_form()
         table = self.query_one("#train-runs", DataTable)
         for column in ("run", "base", "state", "step", "loss"):
             table.add_column(column, key=column)
@@ -131,6 +134,37 @@ class TrainScreen(Screen):
         else:
             self.show_status()
         self.set_interval(POLL_S, self.poll)
+
+    # -- remembered form --------------------------------------------------------------------------
+    def _restore_form(self) -> None:
+        """Put back the form as it was last launch; a base model no longer installed keeps the default."""
+        saved = self.tuitune.settings.train
+        for field_id, _, _ in FIELDS:
+            if field_id in saved:
+                self.query_one(f"#train-{field_id}", Input).value = saved[field_id]
+        if saved.get("base") in self._base_ids:
+            self.query_one("#train-base", Select).value = saved["base"]
+
+    def form_values(self) -> dict[str, str]:
+        values = {field_id: self.query_one(f"#train-{field_id}", Input).value for field_id, _, _ in FIELDS}
+        base = self.query_one("#train-base", Select).value
+        if isinstance(base, str) and base:
+            values["base"] = base
+        return values
+
+    def save_form(self) -> None:
+        """Remember the form (on leaving a field, Enter, check, start, leaving the screen): not every keystroke."""
+        values = self.form_values()
+        if values != self.tuitune.settings.train:
+            self.tuitune.update_settings(train=values)
+
+    @on(events.DescendantBlur)
+    @on(Input.Submitted)
+    def _field_done(self) -> None:
+        self.save_form()
+
+    def on_screen_suspend(self) -> None:
+        self.save_form()
 
     # -- runs list ---------------------------------------------------------------------------------
     def refresh_runs(self) -> None:
@@ -147,6 +181,8 @@ class TrainScreen(Screen):
     @on(DataTable.RowSelected, "#train-runs")
     @on(DataTable.RowHighlighted, "#train-runs")
     def on_run_picked(self, event: DataTable.RowSelected | DataTable.RowHighlighted) -> None:
+        if event.row_key is None:  # an empty table highlights no row
+            return
         if event.row_key.value and event.row_key.value != self.selected:
             self.select_run(event.row_key.value)
 
@@ -225,6 +261,7 @@ class TrainScreen(Screen):
         return config
 
     def action_check(self) -> None:
+        self.save_form()
         try:
             config = self.form()
         except TuituneError as error:
@@ -254,6 +291,7 @@ class TrainScreen(Screen):
     def action_start(self) -> None:
         from tuitune.catalog import _ID_PATTERN
 
+        self.save_form()
         try:
             config = self.form()
             if not _ID_PATTERN.match(config.name):

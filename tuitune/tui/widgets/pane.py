@@ -1,41 +1,53 @@
 """A model pane: one model, one mode, its own conversation, answers streamed from a worker thread.
 
-Each pane owns one engine and a lock around it: a ``Llama`` object must only be used by one thread at a
-time, and loading, generating and closing all happen in worker threads so the UI never waits on a model.
-Tokens are coalesced in the worker and posted every ``FLUSH_INTERVAL_S`` (the first one at once), and the
-same cadence writes the partial answer to the history store, so a crash loses nothing already shown.
+A pane is a small state machine, and its header always shows the state it is in::
+
+    empty → loading (load progress) → ready → reading (prompt tokens read / total) → generating → ready
+                      ↘ error                     ↘ stopping (Esc, s) ↗
+
+Only the UI thread changes the state, from messages the workers post; every message names the run it belongs
+to, so a message about a run or a turn that no longer exists is dropped instead of touching removed widgets.
+Each pane owns one engine and a lock around it (a ``Llama`` is used by one thread at a time); loading,
+generating and closing happen in worker threads so the UI never waits on a model. Tokens are coalesced in the
+worker and posted every ``FLUSH_INTERVAL_S``, and the same cadence writes the partial answer to the history
+store, so a crash loses nothing already shown.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
-from textual import work
+from textual import events, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical, VerticalScroll
+from textual.containers import Vertical
 from textual.message import Message as TextualMessage
-from textual.widget import Widget
-from textual.widgets import LoadingIndicator, Static
-from textual.worker import get_current_worker
+from textual.widgets import Static
 
-from tuitune.engines.base import Engine, Generation, Message, Request, Sampling, Stats
-from tuitune.errors import TuituneError
+from tuitune.engines.base import Engine, Generation, LoadControl, Message, Request, Sampling, Stats
+from tuitune.errors import ContextOverflowError, StoppedError, TuituneError
 from tuitune.tui.text import styled
-from tuitune.tui.widgets.turn import TurnView, stats_text
+from tuitune.tui.widgets.follow import FollowingScroll
+from tuitune.tui.widgets.pane_state import PaneStatus, header_state, status_line
+from tuitune.tui.widgets.turn import TurnView
 
 if TYPE_CHECKING:
     from tuitune.tui.app import TuituneApp
 
 FLUSH_INTERVAL_S = 0.1
-LIVE_STATS_INTERVAL_S = 0.5
+PROGRESS_INTERVAL_S = 0.1
 MODEL_THREAD_NICENESS = 5
+PANE_LETTERS = "ABCD"
+CONTEXT_HINT = "raise 'context' in the parameters (Ctrl+O)"
+_run_ids = itertools.count(1)
 
 
 def _yield_cpu_to_the_ui() -> None:
@@ -48,9 +60,6 @@ def _yield_cpu_to_the_ui() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), MODEL_THREAD_NICENESS)
 
 
-PANE_LETTERS = "ABCD"
-
-
 @dataclass
 class PaneSettings:
     """What the pane runs: the model, its mode, and parameter overrides on top of the shared ones."""
@@ -61,22 +70,59 @@ class PaneSettings:
     adapter_scale: float = 1.0  # finetuned models: 0 is the base, 1 the finetune (WiSE-FT blend in between)
 
 
+@dataclass
+class Run:
+    """One answer in flight: what the UI thread needs to stop it, whatever phase it is in."""
+
+    id: int
+    turn: TurnView
+    load: LoadControl
+    generation: Generation | None = None
+    stop_requested: bool = False
+    record: dict[str, Any] | None = None  # what History stores next to the answer (the seed is known at the end)
+    message_id: int | None = None
+    detached: bool = False  # stopped while loading: the UI ended the run; the worker only lets go of the lock
+
+    def stop(self) -> None:
+        self.stop_requested = True  # seen by the worker if it has not created the generation yet
+        self.load.cancel()
+        if self.generation is not None:
+            self.generation.cancel()
+
+
 class ComparePane(Vertical, can_focus=True):
+    # Letters typed at a focused pane go to the prompt box (a stray "r" must not replace an answer), so the
+    # pane's own actions are on Alt keys, and in the command palette.
     BINDINGS = [
-        Binding("m", "toggle_mode", "Raw/chat", id="pane.toggle_mode"),
-        Binding("o", "pick_model", "Model", id="pane.pick_model"),
-        Binding("p", "pane_params", "Pane params", id="pane.params"),
-        Binding("s", "stop", "Stop", id="pane.stop"),
-        Binding("r", "regenerate", "Regenerate", id="pane.regenerate"),
-        Binding("c", "copy", "Copy", id="pane.copy"),
-        Binding("x", "close_pane", "Close", id="pane.close"),
-        Binding("minus", "adapter_strength(-0.25)", "Weaker", id="pane.weaker"),
-        Binding("plus,equals_sign", "adapter_strength(0.25)", "Stronger", id="pane.stronger"),
+        Binding("alt+m", "toggle_mode", "Raw/chat", id="pane.toggle_mode"),
+        Binding("alt+o", "pick_model", "Model", id="pane.pick_model"),
+        Binding("alt+p", "pane_params", "Pane params", id="pane.params"),
+        Binding("alt+s", "stop", "Stop", id="pane.stop"),
+        Binding("alt+r", "regenerate", "Regenerate", id="pane.regenerate"),
+        Binding("alt+c", "copy", "Copy", id="pane.copy"),
+        Binding("alt+x", "close_pane", "Close", id="pane.close"),
+        Binding("alt+minus", "adapter_strength(-0.25)", "Weaker", id="pane.weaker"),
+        Binding("alt+plus,alt+equals_sign", "adapter_strength(0.25)", "Stronger", id="pane.stronger"),
+        Binding("up", "scroll('up')", show=False),
+        Binding("down", "scroll('down')", show=False),
+        Binding("pageup", "scroll('page_up')", show=False),
+        Binding("pagedown", "scroll('page_down')", show=False),
+        Binding("home", "scroll('home')", show=False),
+        Binding("end", "scroll('end')", show=False),
     ]
+
+    @dataclass
+    class Progress(TextualMessage):
+        pane: ComparePane
+        run_id: int | None  # None: the model is being loaded ahead of any prompt
+        phase: str  # loading | reading | generating
+        done: float = 0  # load fraction, or prompt tokens read
+        total: int = 0  # prompt tokens
 
     @dataclass
     class Streamed(TextualMessage):
         pane: ComparePane
+        run_id: int
         turn: TurnView
         text: str
         tokens: int
@@ -85,6 +131,7 @@ class ComparePane(Vertical, can_focus=True):
     @dataclass
     class Finished(TextualMessage):
         pane: ComparePane
+        run_id: int
         turn: TurnView
         text: str
         stats: Stats | None
@@ -94,7 +141,7 @@ class ComparePane(Vertical, can_focus=True):
     @dataclass
     class EngineState(TextualMessage):
         pane: ComparePane
-        state: str  # loading | ready | error
+        state: str  # loading | ready | error | empty (a load was stopped)
         detail: str = ""
 
     def __init__(self, index: int, model: str, mode: str, overrides: dict[str, Any] | None = None, **kwargs):
@@ -103,14 +150,16 @@ class ComparePane(Vertical, can_focus=True):
         self.settings = PaneSettings(model, mode, dict(overrides or {}))
         self.turns: list[TurnView] = []
         self.shared = Sampling()
+        self.n_ctx = 0  # 0: the model's default context
+        self.status = PaneStatus()
+        self.engine_state = "empty"  # the model: empty | loading | ready | error
         self._engine: Engine | None = None
-        self._engine_model: str | None = None
+        self._engine_key: tuple[str, int] | None = None
         self._engine_lock = threading.Lock()
-        self._generation: Generation | None = None
-        self.busy = False
+        self._preload: LoadControl | None = None
+        self._run: Run | None = None
+        self._after_run: Callable[[], Awaitable[None] | None] | None = None
         self._stats_shown_at = 0.0
-        self._followed_to: int | None = None  # scroll offset the pane last followed the text to (None: the end)
-        self.engine_state = "idle"
 
     @property
     def tuitune(self) -> TuituneApp:
@@ -120,16 +169,27 @@ class ComparePane(Vertical, can_focus=True):
     def letter(self) -> str:
         return PANE_LETTERS[self.index] if self.index < len(PANE_LETTERS) else str(self.index + 1)
 
+    @property
+    def busy(self) -> bool:
+        """An answer is in flight (loading for it, reading its prompt, generating or stopping)."""
+        return self._run is not None
+
+    @property
+    def state(self) -> str:
+        return self.status.state
+
     # -- layout ------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         yield Static(classes="pane-header")
-        with VerticalScroll(classes="pane-turns"):
+        with FollowingScroll(classes="pane-turns"):
             yield Static(classes="pane-empty")
-        yield LoadingIndicator(classes="pane-loading")
         yield Static(classes="pane-status")
 
+    @property
+    def scroller(self) -> FollowingScroll:
+        return self.query_one(".pane-turns", FollowingScroll)
+
     def on_mount(self) -> None:
-        self.query_one(LoadingIndicator).display = False
         self.refresh_header()
         self._show_empty_hint()
 
@@ -150,62 +210,88 @@ class ComparePane(Vertical, can_focus=True):
     def refresh_header(self) -> None:
         entry = self.tuitune.catalog_entry(self.settings.model)
         kind = f" · {entry.kind}" if entry else ""
-        mode = self.settings.mode.upper()
         badge = ("  ≠ params ", "reverse") if self.differs_from_shared() else ""
         strength = f" · strength {self.settings.adapter_scale:.2f}" if entry and entry.kind == "finetuned" else ""
-        state = {"loading": (" loading…", "italic"), "error": (" load failed", "bold red")}.get(self.engine_state, "")
-        self.query_one(".pane-header", Static).update(
-            styled(
-                (self.letter, "bold"),
-                " ",
-                (f" {mode} ", "reverse"),
-                " ",
-                self.settings.model,
-                (kind, "dim"),
-                (strength, "bold"),
-                badge,
-                state,
-            )
+        label, style = header_state(self.status)
+        header = Text.assemble(
+            styled((self.letter, "bold"), " ", (f" {self.settings.mode.upper()} ", "reverse"), " "),
+            styled((f"{label} ", style)),
+            styled(self.settings.model, (kind, "dim"), (strength, "bold"), badge),
         )
+        self.query_one(".pane-header", Static).update(header)
 
-    def set_status(self, text: str | Text) -> None:
-        self.query_one(".pane-status", Static).update(text, layout=False)  # one line, fixed height
+    def _set_state(self, state: str, **details: Any) -> None:
+        """The one place the pane's state changes (UI thread); the header and the status line follow it."""
+        self.status = PaneStatus(state, **details)
+        self.refresh_header()
+        self.query_one(".pane-status", Static).update(status_line(self.status), layout=False)
+
+    def note(self, text: str) -> None:
+        """A one-line note in the status line (a fallback chat format, the seed of a regeneration)."""
+        self.query_one(".pane-status", Static).update(styled((text, "dim")), layout=False)
 
     # -- engine lifecycle (worker threads) ---------------------------------------------------------
-    def _ensure_engine(self) -> Engine:
+    def _load_control(self, run_id: int | None) -> LoadControl:
+        last = [0.0]
+
+        def progress(fraction: float) -> None:
+            now = time.monotonic()
+            if now - last[0] >= PROGRESS_INTERVAL_S or fraction >= 1.0:
+                last[0] = now
+                self.post_message(self.Progress(self, run_id, "loading", fraction))
+
+        return LoadControl(progress)
+
+    def _ensure_engine(self, load: LoadControl) -> Engine:
         """Load the pane's model if needed, closing the previous one. Called with the engine lock held."""
-        wanted = self.settings.model
-        if self._engine is not None and self._engine_model == wanted:
+        wanted = (self.settings.model, self.n_ctx)
+        if self._engine is not None and self._engine_key == wanted:
             return self._engine
         if self._engine is not None:
             self._engine.close()
-            self._engine, self._engine_model = None, None
-        self.post_message(self.EngineState(self, "loading", wanted))
+            self._engine, self._engine_key = None, None
+        if load.cancelled:
+            raise StoppedError(f"loading {wanted[0]} was stopped")
+        self.post_message(self.EngineState(self, "loading", wanted[0]))
         try:
-            engine = self.tuitune.open_engine(wanted)
+            engine = self.tuitune.open_engine(wanted[0], n_ctx=wanted[1] or None, load=load)
+        except StoppedError:
+            self.post_message(self.EngineState(self, "empty", "loading stopped"))
+            raise
         except TuituneError as error:
             self.post_message(self.EngineState(self, "error", str(error)))
             raise
-        self._engine, self._engine_model = engine, wanted
-        self.post_message(self.EngineState(self, "ready", wanted))
+        self._engine, self._engine_key = engine, wanted
+        self.post_message(self.EngineState(self, "ready", wanted[0]))
         return engine
 
-    @work(thread=True, exclusive=True, group="engine", exit_on_error=False)
     def preload(self) -> None:
+        """Load the model ahead of the first prompt (no-op while an answer is in flight: it loads its own)."""
+        if self._run is not None:
+            return
+        if self._preload is not None:
+            self._preload.cancel()  # a model change: the previous load is not needed any more
+        self._preload = self._load_control(None)
+        self._preload_worker(self._preload)
+
+    @work(thread=True, group="engine", exit_on_error=False)
+    def _preload_worker(self, load: LoadControl) -> None:
         _yield_cpu_to_the_ui()
         with self._engine_lock, contextlib.suppress(TuituneError):  # the pane shows the EngineState message
-            self._ensure_engine()
+            self._ensure_engine(load)
 
     def close_engine(self) -> None:
         """Free the model in the background once any running generation has let go of it."""
-        if self._generation is not None:
-            self._generation.cancel()
+        if self._run is not None:
+            self._run.stop()
+        if self._preload is not None:
+            self._preload.cancel()
 
         def close() -> None:
             with self._engine_lock:
                 if self._engine is not None:
                     self._engine.close()
-                    self._engine, self._engine_model = None, None
+                    self._engine, self._engine_key = None, None
 
         threading.Thread(target=close, name=f"tuitune-close-{self.index}", daemon=True).start()
 
@@ -213,20 +299,46 @@ class ComparePane(Vertical, can_focus=True):
         if message.pane is not self:
             return
         self.engine_state = message.state
-        self.query_one(LoadingIndicator).display = message.state == "loading"
+        if self._run is not None:  # the run's own phases drive the state; a load failure ends it via Finished
+            return
         if message.state == "loading":
-            entry = self.tuitune.catalog_entry(message.detail)
-            size = f" ({entry.size / 1e6:.0f} MB)" if entry and entry.size else ""
-            self.set_status(styled(f"loading {message.detail}{size}…"))
+            if self._preload is not None and not self._preload.cancelled:
+                self._set_state("loading", model=message.detail, size=self._model_size(message.detail))
         elif message.state == "error":
-            self.set_status(styled((message.detail, "bold red")))
+            self._set_state("error", detail=message.detail)
+        elif message.state == "empty":
+            self._set_state("empty", detail="loading stopped · a prompt loads the model again")
         else:
-            self.set_status(styled(("ready", "dim")))
-        self.refresh_header()
+            self._set_state("ready")
+
+    def _model_size(self, model_id: str) -> int | None:
+        entry = self.tuitune.catalog_entry(model_id)
+        return entry.size if entry and entry.size else None
+
+    def on_compare_pane_progress(self, message: Progress) -> None:
+        if message.pane is not self:
+            return
+        if message.run_id is not None and (self._run is None or self._run.id != message.run_id):
+            return  # a run that ended or was replaced
+        if message.run_id is None and (self._run is not None or self._preload is None or self._preload.cancelled):
+            return  # a preload's progress while a prompt's run owns the header, or after it was stopped
+        if self.state == "stopping":
+            return
+        if message.phase == "loading":
+            self._set_state(
+                "loading", model=self.settings.model, size=self._model_size(self.settings.model),
+                fraction=float(message.done),
+            )  # fmt: skip
+        elif message.phase == "reading":
+            self._set_state("reading", done=int(message.done), total=message.total)
+        elif self.state != "generating":
+            self._set_state("generating")
 
     # -- conversation ------------------------------------------------------------------------------
-    def build_request(self, text: str, system: str | None) -> Request:
+    def build_request(self, text: str, system: str | None, seed: int | None = None) -> Request:
         sampling = self.effective_sampling()
+        if seed is not None:
+            sampling = replace(sampling, seed=seed)
         finished = [turn for turn in self.turns if not turn.error]
         if self.settings.mode == "raw":
             transcript = "".join(turn.prompt + turn.answer for turn in finished if turn.mode == "raw")
@@ -238,19 +350,33 @@ class ComparePane(Vertical, can_focus=True):
         messages.append(Message("user", text))
         return Request.chat(messages, sampling)
 
-    async def send(self, text: str, system: str | None, message_id: int | None = None) -> TurnView:
-        request = self.build_request(text, system)
+    async def send(
+        self,
+        text: str,
+        system: str | None,
+        message_id: int | None = None,
+        seed: int | None = None,
+        record: dict[str, Any] | None = None,
+    ) -> TurnView:
+        """Start an answer (the caller checked ``busy``): the state goes to loading or reading at once."""
+        request = self.build_request(text, system, seed)
         turn = TurnView(text, self.settings.mode)
         self.turns.append(turn)
         self.query_one(".pane-empty", Static).display = False
-        await self.query_one(".pane-turns", VerticalScroll).mount(turn)
-        self._scroll_to_end()
-        self.busy = True
-        self._generate(turn, request, message_id)
+        await self.scroller.mount(turn)
+        self.scroller.to_end()
+        if self._preload is not None:
+            self._preload.cancel()  # the run loads the model it needs itself (same model: it waits for it)
+            self._preload = None
+        run_id = next(_run_ids)
+        run = self._run = Run(run_id, turn, self._load_control(run_id), record=record, message_id=message_id)
+        loaded = self._engine is not None and self._engine_key == (self.settings.model, self.n_ctx)
+        self._set_state("reading" if loaded else "loading", model=self.settings.model, total=0)
+        self._generate(run, request, message_id)
         return turn
 
     async def drop_last_turn(self) -> TurnView | None:
-        if not self.turns:
+        if not self.turns or self.busy:
             return None
         turn = self.turns.pop()
         await turn.remove()
@@ -259,9 +385,9 @@ class ComparePane(Vertical, can_focus=True):
 
     async def clear(self) -> None:
         self.stop()
-        for turn in self.turns:
+        turns, self.turns = self.turns, []  # first: messages arriving while they are removed are dropped
+        for turn in turns:
             await turn.remove()
-        self.turns.clear()
         self._show_empty_hint()
 
     async def load_turns(self, turns: list[tuple[str, str, str, Stats | None, str | None]]) -> None:
@@ -271,117 +397,192 @@ class ComparePane(Vertical, can_focus=True):
         self.turns.extend(views)
         if views:
             self.query_one(".pane-empty", Static).display = False
-            await self.query_one(".pane-turns", VerticalScroll).mount_all(views)
+            await self.scroller.mount_all(views)
 
-    @work(thread=True, exclusive=True, group="generate", exit_on_error=False)
-    def _generate(self, turn: TurnView, request: Request, message_id: int | None) -> None:
-        worker = get_current_worker()
+    @work(thread=True, group="generate", exit_on_error=False)
+    def _generate(self, run: Run, request: Request, message_id: int | None) -> None:
         _yield_cpu_to_the_ui()
         store = self.tuitune.history
+        generation: Generation | None = None
+        error: str | None = None
+        pending: list[str] = []
+        tokens = 0
         with self._engine_lock:
             try:
-                engine = self._ensure_engine()
-            except TuituneError as error:
-                if store is not None and message_id is not None:
-                    store.update_message(message_id, "", status="error", error=str(error))
-                self.post_message(self.Finished(self, turn, "", None, str(error), []))
-                return
-            if getattr(engine, "adapter_path", None) is not None:  # a finetuned model: base + LoRA adapter
-                engine.set_adapter_scale(self.settings.adapter_scale)  # no reload; the engine drops its cache
-            generation = engine.generate(request)
-            self._generation = generation
-            pending: list[str] = []
-            tokens = 0
-            first_at: float | None = None
-            last_flush = 0.0
-            error: str | None = None
-            try:
+                engine = self._ensure_engine(run.load)
+                if getattr(engine, "adapter_path", None) is not None:  # a finetuned model: base + LoRA adapter
+                    engine.set_adapter_scale(self.settings.adapter_scale)  # no reload; the engine drops its cache
+                generation = engine.generate(request)
+                run.generation = generation
+                if run.stop_requested:
+                    generation.cancel()
+                generation.on_progress(self._progress_poster(run.id))
+                first_at: float | None = None
+                last_flush = 0.0
                 for chunk in generation:
-                    if worker.is_cancelled:
-                        generation.cancel()
                     tokens += 1
                     now = time.monotonic()
                     first_at = first_at or now
                     pending.append(chunk)
                     if now - last_flush >= FLUSH_INTERVAL_S:
                         rate = (tokens - 1) / (now - first_at) if now > first_at else None
-                        self.post_message(self.Streamed(self, turn, "".join(pending), tokens, rate))
+                        self.post_message(self.Streamed(self, run.id, run.turn, "".join(pending), tokens, rate))
                         pending.clear()
                         last_flush = now
                         if store is not None and message_id is not None:
                             store.update_message(message_id, generation.text, status="streaming")
+            except StoppedError:
+                pass
+            except ContextOverflowError as overflow:
+                error = overflow.explain(CONTEXT_HINT)
             except TuituneError as failure:
                 error = str(failure)
             except Exception as failure:
                 error = f"unexpected error: {failure!r}"
-            finally:
-                self._generation = None
+        if run.detached:  # stopped while loading: the UI has ended this run and saved it already
+            return
         if pending:
-            self.post_message(self.Streamed(self, turn, "".join(pending), tokens, None))
-        stats = generation.stats
+            self.post_message(self.Streamed(self, run.id, run.turn, "".join(pending), tokens, None))
+        if generation is not None:
+            stats, text, notices = generation.stats, generation.text, generation.notices
+        else:  # stopped, or failed, before the model was loaded
+            stats, text, notices = Stats(finish_reason="cancelled", stopped_during="loading"), "", []
+        if error is None and stats.finish_reason == "cancelled" and not stats.stopped_during:
+            stats.stopped_during = "generating"
         if store is not None and message_id is not None:
             status = "error" if error else ("cancelled" if stats.finish_reason == "cancelled" else "done")
-            store.update_message(message_id, generation.text, status=status, stats=stats.as_dict(), error=error)
-        self.post_message(
-            self.Finished(self, turn, generation.text, None if error else stats, error, generation.notices)
-        )
+            record = {**run.record, "seed": stats.seed} if run.record and stats.seed is not None else None
+            with contextlib.suppress(TuituneError):  # the message may be gone (the conversation was deleted)
+                store.update_message(message_id, text, status=status, stats=stats.as_dict(), error=error, run=record)
+        self.post_message(self.Finished(self, run.id, run.turn, text, None if error else stats, error, notices))
 
-    def _following(self, container: VerticalScroll) -> bool:
-        """False once the user has scrolled up from where the pane last put the view."""
-        return self._followed_to is None or container.scroll_y >= self._followed_to - 2
+    def _progress_poster(self, run_id: int) -> Callable[[Generation], None]:
+        """Forward an engine's prompt-reading progress to the UI, at most every PROGRESS_INTERVAL_S."""
+        last = [0.0, ""]
 
-    def _scroll_to_end(self) -> None:
-        self._followed_to = None
-        container = self.query_one(".pane-turns", VerticalScroll)
-        self.call_after_refresh(container.scroll_end, animate=False, immediate=True)
+        def post(generation: Generation) -> None:
+            now = time.monotonic()
+            if generation.phase == last[1] and now - last[0] < PROGRESS_INTERVAL_S:
+                return
+            last[0], last[1] = now, generation.phase
+            total = generation.stats.prompt_tokens
+            self.post_message(self.Progress(self, run_id, generation.phase, generation.prompt_done, total))
 
-    def _follow_live_text(self, turn: TurnView, attempts: int = 0) -> None:
-        """While streaming, scroll so the last line of text (not the blank reservation below it) is at the bottom."""
-        live = turn.live
-        container = self.query_one(".pane-turns", VerticalScroll)
-        if live is None or not self._following(container):
-            return  # the user scrolled up to read: leave the view alone
-        text_bottom = _virtual_top(live, container) + live.text_lines + 1
-        target = max(0, text_bottom - container.scrollable_content_region.height)
-        reachable = min(target, int(container.max_scroll_y))
-        self._followed_to = reachable  # where the view is put, so the user-scrolled-up test compares like with like
-        if reachable != int(container.scroll_y):  # also back up, when a late scroll_end overshot into the reservation
-            container.scroll_to(y=reachable, animate=False, immediate=True)
-        if target > reachable and attempts < 10:  # the layout lags the text on a busy machine: follow once it grew
-            self.call_after_refresh(self._follow_live_text, turn, attempts + 1)
+        return post
+
+    def _current(self, run_id: int, turn: TurnView) -> bool:
+        """The message belongs to the run in flight and its turn is still on screen."""
+        alive = turn in self.turns and turn.is_mounted and turn.parent is not None
+        return alive and self._run is not None and self._run.id == run_id
 
     async def on_compare_pane_streamed(self, message: Streamed) -> None:
-        if message.pane is not self:
+        if message.pane is not self or not self._current(message.run_id, message.turn):
             return
-        container = self.query_one(".pane-turns", VerticalScroll)
+        if self.state not in ("generating", "stopping"):
+            self._set_state("generating")
+        container = self.scroller
         await message.turn.write(message.text, slack=container.scrollable_content_region.height)
-        self.call_after_refresh(self._follow_live_text, message.turn)
+        self.call_after_refresh(container.follow_live_text, message.turn)
         now = time.monotonic()
-        if message.rate is not None and now - self._stats_shown_at >= LIVE_STATS_INTERVAL_S:
+        if message.rate is not None and now - self._stats_shown_at >= 0.5 and self.state == "generating":
             self._stats_shown_at = now  # the counter needs no 10 Hz repaint; the text does
-            self.set_status(styled(("generating · ", "dim"), stats_text(None, message.tokens, message.rate)))
+            self._set_state("generating", tokens=message.tokens, rate=message.rate)
 
     async def on_compare_pane_finished(self, message: Finished) -> None:
-        if message.pane is not self:
+        if message.pane is not self or self._run is None or self._run.id != message.run_id:
             return
-        container = self.query_one(".pane-turns", VerticalScroll)
-        following = self._following(container)
-        await message.turn.finish(message.text, message.stats, message.error)
-        if following:  # the final Markdown render changes the height: stay at the end of the answer
-            self._scroll_to_end()
-        if message.turn is (self.turns[-1] if self.turns else None):
-            self.busy = False
-            self.set_status(styled(("ready", "dim")))
+        self._run = None
+        if message.turn in self.turns and message.turn.is_mounted:
+            following = self.scroller.following()
+            await message.turn.finish(message.text, message.stats, message.error)
+            if following:  # the final Markdown render changes the height: stay at the end of the answer
+                self.scroller.to_end()
+        if self.engine_state == "error":
+            self._set_state("error", detail=message.error or "")
+        elif self.engine_state in ("empty", "loading"):  # a stopped load (that may still be letting go)
+            self._set_state("empty", detail="loading stopped · a prompt loads the model again")
+        else:
+            stopped = message.stats is not None and message.stats.stopped_during
+            self._set_state("ready", detail="stopped" if stopped else "")
         for notice in message.notices:
-            self.set_status(styled((f"note: {notice}", "dim")))
+            self.note(f"note: {notice}")
+        action, self._after_run = self._after_run, None
+        if action is not None:
+            result = action()
+            if result is not None:
+                await result
 
-    def stop(self) -> None:
-        if self._generation is not None:
-            self._generation.cancel()
-        self.workers.cancel_group(self, "generate")
+    def stop(self) -> bool:
+        """Stop whatever is in flight (loading, prompt reading, generation); True if something was.
 
-    # -- pane actions (keys work when the pane has focus) ------------------------------------------
+        A prompt being read or an answer being generated stops within one batch or token (llama.cpp's abort
+        callback), and the pane waits for it. A load is told to abandon, but llama.cpp reads a model's vocabulary
+        without calling back, so the pane does not wait for that: it is free at once, and the loader thread
+        finishes or abandons in the background (the header shows what it ends with)."""
+        run = self._run
+        if run is not None:
+            if self.state == "stopping":
+                return True
+            run.stop()
+            if run.generation is None:  # still loading the model: nothing of the answer exists yet
+                self.call_later(self._end_run_while_loading, run)
+            self._set_state("stopping")
+            return True
+        if self._preload is not None and self.engine_state == "loading" and not self._preload.cancelled:
+            self._preload.cancel()
+            self._set_state("empty", detail="loading stopped · a prompt loads the model again")
+            return True
+        return False
+
+    async def _end_run_while_loading(self, run: Run) -> None:
+        if self._run is not run or run.generation is not None:
+            return  # the worker got there first: its Finished message ends the run
+        run.detached = True
+        stats = Stats(finish_reason="cancelled", stopped_during="loading")
+        store = self.tuitune.history
+        if store is not None and run.message_id is not None:
+            with contextlib.suppress(TuituneError):
+                store.update_message(run.message_id, "", status="cancelled", stats=stats.as_dict())
+        await self.on_compare_pane_finished(self.Finished(self, run.id, run.turn, "", stats, None, []))
+
+    def when_idle(self, action: Callable[[], Awaitable[None] | None]) -> None:
+        """Run ``action`` now, or stop the answer in flight and run it once the pane is idle (the latest wins)."""
+        if self._run is None:
+            result = action()
+            if result is not None:
+                self.run_worker(result)
+            return
+        self._after_run = action
+        self.stop()
+
+    # -- keys --------------------------------------------------------------------------------------
+    def on_key(self, event: events.Key) -> None:
+        """Printable text typed at a pane goes to the prompt box, where the user meant it to go."""
+        if event.is_printable and event.character and not event.key.startswith(("alt+", "ctrl+")):
+            box = next(iter(self.screen.query("#prompt")), None)
+            if box is not None:
+                event.stop()
+                event.prevent_default()
+                box.focus()
+                box.insert(event.character)  # type: ignore[attr-defined]
+
+    def action_scroll(self, how: str) -> None:
+        scroller = self.scroller
+        {"up": scroller.scroll_up, "down": scroller.scroll_down, "page_up": scroller.scroll_page_up,
+         "page_down": scroller.scroll_page_down, "home": scroller.scroll_home, "end": scroller.scroll_end}[how](
+            animate=False)  # fmt: skip
+
+    # -- pane actions ------------------------------------------------------------------------------
+    def refuse_while_busy(self, what: str) -> bool:
+        """True (and a one-line notice) if an answer is in flight: ``what`` waits until it is stopped."""
+        if self._run is None:
+            return False
+        self.app.notify(f"pane {self.letter} is answering: stop it first (Esc) to {what}", severity="warning")
+        return True
+
     def action_toggle_mode(self) -> None:
+        if self.refuse_while_busy("change the mode"):
+            return
         self.settings.mode = "chat" if self.settings.mode == "raw" else "raw"
         self.refresh_header()
         self._show_empty_hint()
@@ -444,15 +645,3 @@ class PaneRequest(TextualMessage):
 
     pane: ComparePane
     action: str
-
-
-def _virtual_top(widget: Widget, scroller: Widget) -> int:
-    """``widget``'s top row in ``scroller``'s scrollable (virtual) space, the way Textual's scroll_to_widget
-    walks up: from layout data that does not depend on the scroll offset, so a scroll since the last
-    layout (a late ``scroll_end``) cannot skew it the way ``region`` is skewed."""
-    top = widget.virtual_region.y
-    node = widget.parent
-    while isinstance(node, Widget) and node is not scroller:
-        top += node.virtual_region.y + node.styles.border.spacing.top
-        node = node.parent
-    return top

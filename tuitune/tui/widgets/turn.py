@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from typing import TYPE_CHECKING
 
+from rich.segment import Segment
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
@@ -14,6 +16,8 @@ from textual.widget import Widget
 from textual.widgets import Static
 
 if TYPE_CHECKING:
+    from markdown_it import MarkdownIt
+    from markdown_it.rules_core import StateCore
     from textual.widgets import Markdown
 
 from tuitune.engines.base import Stats
@@ -22,18 +26,52 @@ from tuitune.tui.text import styled
 
 
 @cache
-def _parser():
-    """One Markdown parser for every answer: Markdown.append builds a new one per fragment otherwise."""
+def _parser() -> MarkdownIt:
+    """One Markdown parser for every answer: Markdown.append builds a new one per fragment otherwise.
+
+    A line break in an answer stays a line break (as chat apps show it), not a space: a base model's repeated
+    lines are what the comparison is there to show, and must not merge into one paragraph when the answer
+    finishes. markdown-it's ``breaks`` option only changes its HTML output, and Textual's Markdown widget draws
+    a soft break as a space but a hard break as a new line, so a core rule turns soft breaks into hard ones.
+    """
     from markdown_it import MarkdownIt
 
-    return MarkdownIt("gfm-like")
+    parser = MarkdownIt("gfm-like", {"breaks": True})
+    parser.core.ruler.push("soft_breaks_as_hard", _soft_breaks_as_hard)
+    return parser
+
+
+def _soft_breaks_as_hard(state: StateCore) -> None:
+    for token in state.tokens:
+        for child in token.children or ():
+            if child.type == "softbreak":
+                child.type, child.tag = "hardbreak", "br"
+
+
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
+
+
+def _line_kind(line: str, fence: str | None) -> tuple[str, str | None]:
+    """How a streamed source line is drawn — "markdown", "code" or "fence" (a fence's own line) — given the
+    code fence open before it (``fence``, its marker), and the fence open after it (CommonMark's rules: up to
+    three spaces, then three or more backticks or tildes; a closing marker is at least as long as the opening
+    one, with nothing after it)."""
+    match = _FENCE.match(line)
+    if fence is None:
+        if match is None or (match[1][0] == "`" and "`" in match[2]):  # ```a`b``` is inline code, not a fence
+            return "markdown", None
+        return "fence", match[1]
+    if match is not None and match[1][0] == fence[0] and len(match[1]) >= len(fence) and not match[2].strip():
+        return "fence", None
+    return "code", fence
 
 
 def stats_text(stats: Stats | None, live_tokens: int = 0, live_rate: float | None = None) -> str:
     if stats is None:
         rate = f" · {live_rate:.1f} tok/s" if live_rate else ""
         return f"{live_tokens} tokens{rate}" if live_tokens else "waiting for the first token…"
-    return stats.summary()
+    seed = f" · seed {stats.seed}" if stats.seed is not None else ""  # which sample this is (regenerate moves it)
+    return stats.summary() + seed
 
 
 class LiveAnswer(Widget):
@@ -44,12 +82,19 @@ class LiveAnswer(Widget):
     are marked dirty. Height is reserved a screenful ahead of the text (the pane scrolls to the last text
     line, not to the end of the reservation), so the screen is laid out again once per screenful of text,
     not on every update: a layout re-arranges every widget on the screen. Each line is rendered as Markdown
-    on its own (emphasis, lists, headings); the finished answer goes to the Markdown widget, which sees the
-    whole document.
+    on its own (emphasis, lists, headings), except inside a code fence, which is tracked across lines: there
+    a line is drawn as code (a ``# comment`` is not a heading). Each source line starts a screen line, as in
+    the finished answer, which goes to the Markdown widget, which sees the whole document.
     """
 
-    DEFAULT_CSS = "LiveAnswer { height: auto; }"
+    DEFAULT_CSS = """
+    LiveAnswer { height: auto; }
+    LiveAnswer > .live-answer--code { background: black 10%; }
+    LiveAnswer:light > .live-answer--code { background: white 30%; }
+    """
+    COMPONENT_CLASSES = {"live-answer--code"}  # the background of code lines, as Textual's MarkdownFence has
     MIN_SLACK_LINES = 8
+    CODE_INDENT = "  "  # as the finished answer's code blocks
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -58,9 +103,14 @@ class LiveAnswer(Widget):
         self._done_sources: list[str] = []  # complete source lines, rendered once
         self._done_strips: list[Strip] = []
         self._tail_strips: list[Strip] = []
+        self._fence: str | None = None  # the marker of the code fence open after the complete lines
         self._reserved = 0
 
-    def _render_source(self, line: str) -> list[Strip]:
+    def _render_source(self, line: str, kind: str = "markdown") -> list[Strip]:
+        if kind in ("code", "fence"):  # one screen line, not wrapped, as a code block shows it
+            style = self.get_component_rich_style("live-answer--code")
+            text = self.CODE_INDENT + line.expandtabs(4) if kind == "code" else ""
+            return [Strip([Segment(text, style)]).crop_extend(0, self._width, style)]
         if not line.strip():
             return [Strip.blank(self._width)]
         if self._markdown:
@@ -71,7 +121,11 @@ class LiveAnswer(Widget):
             renderable = Text(line)
         console = self.app.console
         options = console.options.update_width(self._width)
-        return [Strip(segments, self._width) for segments in console.render_lines(renderable, options, pad=True)]
+        strips = [Strip(segments, self._width) for segments in console.render_lines(renderable, options, pad=True)]
+        # Rich puts blank lines around some blocks (after a list item, around a heading); the answer's own blank
+        # lines space it out, as in the finished view, where consecutive list items have none between them.
+        drawn = [index for index, strip in enumerate(strips) if strip.text.strip()]
+        return strips[drawn[0] : drawn[-1] + 1] if drawn else strips[:1]
 
     @property
     def text_lines(self) -> int:
@@ -82,13 +136,15 @@ class LiveAnswer(Widget):
         width = max(10, self.content_region.width or self.parent.size.width or 40)
         if width != self._width or markdown != self._markdown:  # re-wrap everything at a new width
             self._width, self._markdown = width, markdown
-            self._done_sources, self._done_strips = [], []
+            self._done_sources, self._done_strips, self._fence = [], [], None
         *complete, tail = text.split("\n")
         first_dirty = len(self._done_strips)
         for line in complete[len(self._done_sources) :]:
             self._done_sources.append(line)
-            self._done_strips.extend(self._render_source(line))
-        self._tail_strips = self._render_source(tail) if tail else []
+            kind, self._fence = _line_kind(line, self._fence) if markdown else ("text", None)
+            self._done_strips.extend(self._render_source(line, kind))
+        kind = _line_kind(tail, self._fence)[0] if markdown else "text"
+        self._tail_strips = self._render_source(tail, kind) if tail else []
         total = self.text_lines
         if total > self._reserved:
             self._reserved = total + max(slack, self.MIN_SLACK_LINES)
@@ -166,7 +222,9 @@ class TurnView(Vertical):
         if self._live is not None:
             await self._live.remove()
             self._live = None
-        stats_widget = self.query_one(".turn-stats", Static)
+        stats_widget = next(iter(self.query(".turn-stats").results(Static)), None)
+        if stats_widget is None:  # the turn was removed while the answer was rendered (a new conversation)
+            return
         if error:
             stats_widget.add_class("error")
             stats_widget.update(styled(("error: ", "bold"), error))
