@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import re
 import threading
+import time
+from itertools import pairwise
 
 import pytest
 
 from tests.conftest import DOG_PROMPT
 from tuitune.compare import Prompt, run_comparisons
-from tuitune.engines.base import Message, Request, Sampling
+from tuitune.engines.base import LoadControl, Message, Request, Sampling
 from tuitune.engines.llama import LlamaCppEngine, split_at_stop
 from tuitune.engines.threads import DEFAULT_BUDGET
-from tuitune.errors import ContextOverflowError
+from tuitune.errors import ContextOverflowError, StoppedError
 
 GREEDY = Sampling(temperature=0.0, max_tokens=80)
 
@@ -175,3 +177,200 @@ def test_a_failing_model_does_not_stop_the_others(catalog, tmp_path, smollm_path
     failed, ok = comparison.results
     assert failed.error and re.search("truncated", failed.error)
     assert ok.error is None and ok.text
+
+
+# -- reading a long prompt, stopping, loading ---------------------------------------------------------------
+SENTENCES = (
+    "The river bends past the old mill where the miller's children once fished for trout.",
+    "In 1887 the town council voted to build a stone bridge, but the money ran out twice.",
+    "Quantum computers promise to factor large numbers, yet error correction remains hard.",
+    "She packed three apples, a wool scarf and a map before climbing toward the northern ridge.",
+    "Bakers knead the dough slowly; patience gives the bread its open, airy crumb.",
+    "Every spring the swallows return to the barn and rebuild their nests of mud and straw.",
+)
+LONG_PROMPT = " ".join(f"{SENTENCES[i % len(SENTENCES)]} (note {i})" for i in range(122))  # ~2,950 Gemma tokens
+SHORT_PROMPT = SENTENCES[0]  # a prefix of LONG_PROMPT: a stale cache of it would be reused
+LONG_GREEDY = Sampling(temperature=0.0, max_tokens=16, seed=7)
+
+
+def watched(generation) -> list[tuple]:
+    """Every progress report and chunk of ``generation``, in order: ("reading", n), ("generating", n), ("chunk", s)."""
+    events: list[tuple] = []
+    generation.on_progress(lambda g: events.append((g.phase, g.prompt_done)))
+    for chunk in generation:
+        events.append(("chunk", chunk))
+    return events
+
+
+@pytest.fixture(scope="module")
+def gemma_4k(gemma_path):
+    engine = LlamaCppEngine(gemma_path, model_id="gemma-3-270m", n_ctx=4096, chat_format="gemma")
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def long_read(gemma_4k):
+    """One greedy answer to LONG_PROMPT read from scratch, with its events and reading time."""
+    gemma_4k.forget_prompt_cache()
+    generation = gemma_4k.generate(Request.raw(LONG_PROMPT, LONG_GREEDY))
+    events = watched(generation)
+    stats = generation.stats
+    print(f"read {stats.prompt_tokens} tokens, first token after {stats.ttft_s:.2f} s, all in {stats.total_s:.2f} s")
+    return generation, events
+
+
+def test_reading_a_long_prompt_reports_each_batch(gemma_4k, long_read):
+    generation, events = long_read
+    prompt_tokens, n_batch = generation.stats.prompt_tokens, gemma_4k._llm.n_batch
+    assert 2500 < prompt_tokens < 3500
+    phases = [kind for kind, _ in events]
+    first_chunk = phases.index("chunk")
+    assert phases.count("generating") == 1 and phases.index("generating") == first_chunk - 1
+    assert set(phases[: first_chunk - 1]) == {"reading"}
+    read = [done for kind, done in events[: first_chunk - 1]]
+    assert all(a < b for a, b in pairwise(read)), read
+    assert read[-1] == prompt_tokens
+    assert len(read) >= prompt_tokens // n_batch
+    assert (generation.phase, generation.prompt_done) == ("generating", prompt_tokens)
+    assert generation.text and generation.stats.finish_reason == "length"
+
+
+def test_batched_reading_gives_llama_cpp_pythons_own_answer(gemma_4k, long_read):
+    generation, _ = long_read
+    sampling = LONG_GREEDY
+    gemma_4k._llm.reset()
+    reference = gemma_4k._llm.create_completion(
+        LONG_PROMPT,
+        max_tokens=sampling.max_tokens,
+        temperature=sampling.temperature,
+        top_k=sampling.top_k,
+        top_p=sampling.top_p,
+        min_p=sampling.min_p,
+        repeat_penalty=sampling.repeat_penalty,
+        seed=sampling.seed,
+    )
+    gemma_4k.forget_prompt_cache()
+    assert reference["usage"]["prompt_tokens"] == generation.stats.prompt_tokens
+    assert generation.text == reference["choices"][0]["text"]
+
+
+def short_answer(engine) -> tuple[str, list[tuple]]:
+    generation = engine.generate(Request.raw(SHORT_PROMPT, Sampling(temperature=0, max_tokens=12, seed=7)))
+    events = watched(generation)
+    assert generation.stats.finish_reason in ("stop", "length") and generation.text
+    return generation.text, events
+
+
+def test_cancel_while_reading_stops_within_a_batch_and_the_engine_recovers(gemma_4k):
+    gemma_4k.forget_prompt_cache()
+    generation = gemma_4k.generate(Request.raw(LONG_PROMPT, LONG_GREEDY))
+    cancelled_at: list[float] = []
+
+    def cancel() -> None:
+        cancelled_at.append(time.perf_counter())
+        generation.cancel()
+
+    timer = threading.Timer(1.0, cancel)
+    timer.start()
+    try:
+        text = generation.run()
+    finally:
+        timer.cancel()
+    stopped_in = time.perf_counter() - cancelled_at[0]
+    print(f"cancel 1 s into reading: back {stopped_in * 1000:.0f} ms after it, {generation.prompt_done} tokens read")
+    assert stopped_in < 1.0
+    stats = generation.stats
+    assert (stats.finish_reason, stats.stopped_during, generation.phase) == ("cancelled", "reading", "reading")
+    assert text == "" and stats.completion_tokens == 0
+    assert generation.prompt_done < stats.prompt_tokens
+    # The same engine answers next, from scratch, and as it would on a clean cache.
+    after_cancel, events = short_answer(gemma_4k)
+    assert events[0] == ("reading", 0)
+    gemma_4k.forget_prompt_cache()
+    assert short_answer(gemma_4k)[0] == after_cancel
+
+
+def test_cancel_between_batches_leaves_no_prefix_to_reuse(gemma_4k):
+    gemma_4k.forget_prompt_cache()
+    generation = gemma_4k.generate(Request.raw(LONG_PROMPT, LONG_GREEDY))
+    n_batch = gemma_4k._llm.n_batch
+    generation.on_progress(lambda g: g.cancel() if g.prompt_done >= n_batch else None)
+    assert generation.run() == ""
+    assert (generation.stats.stopped_during, generation.prompt_done) == ("reading", n_batch)
+    # The first batch was read completely; reusing it for a prompt that starts the same would be stale.
+    _, events = short_answer(gemma_4k)
+    assert events[0] == ("reading", 0)
+
+
+def test_cancel_while_generating_keeps_the_partial_text(gemma):
+    gemma.forget_prompt_cache()
+    full = gemma.generate(Request.raw(DOG_PROMPT, Sampling(temperature=0, max_tokens=40))).run()
+    gemma.forget_prompt_cache()
+    generation = gemma.generate(Request.raw(DOG_PROMPT, Sampling(temperature=0, max_tokens=40)))
+    chunks = []
+    for chunk in generation:
+        chunks.append(chunk)
+        if len(chunks) == 4:
+            generation.cancel()
+    stats = generation.stats
+    assert (stats.finish_reason, stats.stopped_during, generation.phase) == ("cancelled", "generating", "generating")
+    assert len(chunks) == 4 and generation.text == "".join(chunks)
+    assert full.startswith(generation.text) and len(generation.text) < len(full)
+    assert stats.completion_tokens < 40
+
+
+def test_load_progress_rises_to_one(smollm_path):
+    fractions: list[float] = []
+    engine = LlamaCppEngine(smollm_path, model_id="smol", n_ctx=256, load=LoadControl(fractions.append))
+    engine.close()
+    assert len(fractions) >= 2, fractions
+    assert all(a <= b for a, b in pairwise(fractions)), fractions
+    assert fractions[-1] == 1.0
+
+
+@pytest.mark.parametrize("model", ["smollm_path", "gemma_path"])
+def test_a_load_stopped_from_its_progress_callback_is_abandoned(model, request):
+    path = request.getfixturevalue(model)
+    fractions: list[float] = []
+
+    def on_progress(fraction: float) -> None:
+        fractions.append(fraction)
+        if fraction > 0:
+            control.cancel()
+
+    control = LoadControl(on_progress)
+    with pytest.raises(StoppedError, match="was stopped"):
+        LlamaCppEngine(path, model_id="stopped", n_ctx=256, load=control)
+    assert fractions and fractions[-1] < 1.0, fractions  # llama.cpp stopped reading at once
+    engine = LlamaCppEngine(path, model_id="again", n_ctx=256)  # the file and the loader are fine afterwards
+    try:
+        assert engine.generate(Request.raw("Hello", Sampling(temperature=0, max_tokens=4))).run()
+    finally:
+        engine.close()
+
+
+def test_a_load_stopped_before_it_starts_reads_nothing(smollm_path):
+    fractions: list[float] = []
+    control = LoadControl(fractions.append)
+    control.cancel()
+    with pytest.raises(StoppedError):
+        LlamaCppEngine(smollm_path, model_id="stopped", n_ctx=256, load=control)
+    assert fractions == []
+
+
+def test_context_overflow_names_the_setting_of_each_front_end(smollm_path):
+    engine = LlamaCppEngine(smollm_path, model_id="smol", n_ctx=64)
+    try:
+        with pytest.raises(ContextOverflowError) as caught:
+            engine.generate(Request.raw("word " * 200, GREEDY)).run()
+        trained = engine.info.context_length
+    finally:
+        engine.close()
+    error = caught.value
+    assert (error.prompt_tokens, error.n_ctx, error.trained) == (201, 64, trained)
+    assert trained > 64
+    explained = error.explain("raise 'context' in the parameters (Ctrl+O)")
+    assert f"or raise 'context' in the parameters (Ctrl+O) (up to {trained})" in explained
+    assert "--ctx" not in explained and "prompt is 201 tokens but smol's context holds 64" in explained
+    assert f"raise --ctx (up to {trained})" in str(error)

@@ -27,7 +27,9 @@ HEADER_TIMEOUT_S = 120  # the first test of a session may assemble the 250 MB Ge
 
 
 def make_app(tmp_path: Path) -> TuituneApp:
-    return TuituneApp(engine_factory=lambda model_id, **_: ScriptedEngine(model_id), history_path=tmp_path / "h.sqlite3")
+    return TuituneApp(
+        engine_factory=lambda model_id, **_: ScriptedEngine(model_id), history_path=tmp_path / "h.sqlite3"
+    )
 
 
 def run(app: TuituneApp, scenario: Callable[[Pilot], Awaitable[None]], size: tuple[int, int] = (120, 40)) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 from weakref import WeakSet
 
-from textual import events
+from textual import events, on
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.geometry import Size
@@ -48,6 +48,14 @@ class CompareScreen(ConversationScreen):
         """Panes were added, closed or replaced: watch the new scrollers and lay the panes out again."""
         self._watch_scrolls()
         self._arrange()
+        self.remember_layout()
+
+    @on(PaneChanged)
+    def remember_layout(self) -> None:
+        """The next launch opens Compare with these models and modes (settings.toml)."""
+        layout = [{"model": pane.settings.model, "mode": pane.settings.mode} for pane in self.panes]
+        if layout and layout != self.tuitune.settings.compare:
+            self.tuitune.update_settings(compare=layout)
 
     # -- layout: one row, or a 2×2 grid --------------------------------------------------------------
     def _arrange(self, size: Size | None = None) -> None:

@@ -70,6 +70,7 @@ class ConversationScreen(Screen):
         return "Type a prompt · Enter sends to every pane · Ctrl+J newline · Tab moves to the panes"
 
     def on_mount(self) -> None:
+        self._restore_shared_parameters()
         self.query_one("#vote-bar", Static).display = False
         self.query_one(PromptBox).focus()
         if self.initial_prompt:  # `tuitune --compare A,B --prompt TEXT`
@@ -77,6 +78,19 @@ class ConversationScreen(Screen):
             self.call_after_refresh(lambda: self.run_worker(self.send(prompt)))
         # Load models only once the first frame is on screen: importing llama.cpp holds the GIL for a while.
         self.call_after_refresh(self.set_timer, 0.5, self._preload_all)
+
+    def _restore_shared_parameters(self) -> None:
+        """The shared parameters as the user left them last time (settings.toml; validated when read)."""
+        saved = dict(self.tuitune.settings.sampling)
+        self.system = str(saved.pop("system", "") or "")
+        self.n_ctx = int(saved.pop("n_ctx", 0) or 0)
+        known = {key: value for key, value in saved.items() if key in Sampling.__dataclass_fields__}
+        if "stop" in known:
+            known["stop"] = tuple(known["stop"])
+        self.sampling = Sampling(**known)
+        for pane in self.panes:
+            pane.shared, pane.n_ctx = self.sampling, self.n_ctx
+            pane.refresh_header()
 
     def _preload_all(self) -> None:
         for pane in self.panes:
@@ -252,6 +266,7 @@ class ConversationScreen(Screen):
         for pane in self.panes:
             pane.shared = self.sampling
             pane.refresh_header()
+        self.tuitune.update_settings(sampling={**self.params_dict(), "n_ctx": self.n_ctx})
 
     @on(PaneChanged)
     def on_pane_changed(self) -> None:
