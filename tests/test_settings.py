@@ -265,7 +265,7 @@ async def test_a_failing_save_is_one_notification(tmp_path: Path):
         app.update_settings(theme="gruvbox")
         await driver.pause()
         assert app.settings.theme == "gruvbox"  # kept for this session all the same
-        failures = [note.message for note in app._notifications if "settings not saved" in note.message]
+        failures = [note.message for note in app._notifications if note.message.startswith("settings not saved")]
         assert len(failures) == 1  # Compare saving its layout at start, then two theme changes: one notice
 
 
