@@ -272,13 +272,16 @@ async def esc_while_reading(pilot, screen, text: str, rng: random.Random) -> dic
     box.text = text
     box.focus()
     sent = asyncio.create_task(pilot.press("enter"))
+    since: list[float] = []  # when every pane was first seen reading
 
     def reading() -> bool:
         ended = [turn for p in panes for turn in p.turns[-1:] if turn.stats is not None or turn.error is not None]
         if ended or any(p.state == "generating" for p in panes):
             how = [(p.state, p.turns[-1].error or p.status.detail) for p in panes if p.turns]
             raise RuntimeError(f"a pane finished reading before Esc: {how}")
-        return all(p.state == "reading" for p in panes) and any(p.status.done > 0 for p in panes)
+        if not since and all(p.state == "reading" for p in panes):
+            since.append(time.perf_counter())
+        return bool(since) and any(p.status.done > 0 for p in panes)
 
     first_read = await wait_until(reading, 300, "the panes to read the first prompt tokens")
     await sent
@@ -289,11 +292,13 @@ async def esc_while_reading(pilot, screen, text: str, rng: random.Random) -> dic
     if not all(p.state == "reading" for p in panes):
         raise RuntimeError(f"a pane left 'reading' before Esc: {[p.state for p in panes]}")
     read = [p.status.done / p.status.total for p in panes if p.status.total]
+    into = time.perf_counter() - since[0]
     (stopped,) = await press_escape_and_time(pilot, [lambda: not any(p.busy for p in panes)])
     during = [getattr(p.turns[-1].stats, "stopped_during", None) for p in panes]
     prompt_tokens = max(p.turns[-1].stats.prompt_tokens for p in panes if p.turns[-1].stats)
     await screen.action_new()  # a fresh conversation: the next prompt is read from scratch
-    return {"stopped": stopped, "read": statistics.mean(read), "during": during, "prompt_tokens": prompt_tokens}
+    return {"stopped": stopped, "into": into, "read": statistics.mean(read), "during": during,
+            "prompt_tokens": prompt_tokens}  # fmt: skip
 
 
 async def esc_while_loading(pilot, screen, pane, how: str, latest: float, rng: random.Random) -> dict | None:
@@ -308,8 +313,8 @@ async def esc_while_loading(pilot, screen, pane, how: str, latest: float, rng: r
         screen.set_pane_model(pane, LOAD_MODEL)
     else:
         await screen.send(DOG_PROMPT)
-    await wait_until(lambda: pane.state == "loading" and pane.engine_state == "loading", 30, "the load to start")
-    press_at = time.perf_counter() + rng.uniform(0.02, latest)
+    loading = await wait_until(lambda: pane.state == "loading" and pane.engine_state == "loading", 30, "a load")
+    press_at = loading + rng.uniform(0.02, latest)
     while time.perf_counter() < press_at and pane.state == "loading" and pane.engine_state == "loading":
         await asyncio.sleep(0.002)
     if pane.state != "loading" or pane.engine_state != "loading":  # loaded before Esc: this one does not count
@@ -317,14 +322,14 @@ async def esc_while_loading(pilot, screen, pane, how: str, latest: float, rng: r
         await wait_until(lambda: not pane.busy, 60, "the answer to stop")
         await screen.action_new()
         return None
-    fraction = pane.status.fraction
+    into = time.perf_counter() - loading
     free, let_go = await press_escape_and_time(
         pilot,
         [lambda: not pane.busy and pane.state not in ("loading", "stopping"), lambda: pane.engine_state != "loading"],
     )  # fmt: skip
     outcome = pane.engine_state  # empty: the load was abandoned; ready: it completed before it saw the stop
     await screen.action_new()
-    return {"free": free, "let_go": let_go, "fraction": fraction, "outcome": outcome}
+    return {"free": free, "let_go": let_go, "into": into, "outcome": outcome}
 
 
 async def stop_latencies(stops: int, loads: int, history: Path, seed: int = 1) -> dict:
@@ -456,20 +461,22 @@ def main() -> None:
         in_reading = sum(all(d == "reading" for d in run["during"]) for run in runs)
         tokens = statistics.median(run["prompt_tokens"] for run in runs)
         read = statistics.median(run["read"] for run in runs)
+        into = [run["into"] for run in runs]
         ok = percentile(seconds, 0.95) <= 0.5 and in_reading == len(runs)
         rows.append((f"{where}: until no pane is busy", len(runs), spread(seconds),
-                     f"{tokens:.0f}-token prompts, Esc at {read:.0%} read (median); stopped while reading: "
-                     f"{in_reading}/{len(runs)}", verdict(ok)))  # fmt: skip
+                     f"{tokens:.0f}-token prompts; Esc {min(into):.1f}–{max(into):.1f} s into the reading, at "
+                     f"{read:.0%} read (median, as shown); stopped while reading: {in_reading}/{len(runs)}",
+                     verdict(ok)))  # fmt: skip
         summary.append((f"Esc → stopped while reading, {where} ({len(runs)}×)", spread(seconds), "p95 ≤ 0.5 s",
                         verdict(ok)))  # fmt: skip
     loads = stops["loads"]
     for how, what in (("switch", "after a model switch"), ("prompt", "for a prompt")):
         chosen = [run for run in loads if run["how"] == how]
         if chosen:
-            fraction = statistics.median(run["fraction"] for run in chosen)
+            into = [run["into"] for run in chosen]
             rows.append((f"Loading {LOAD_MODEL} {what}: until the pane is free", len(chosen),
-                         spread([run["free"] for run in chosen]), f"Esc at {fraction:.0%} loaded (median)",
-                         ""))  # fmt: skip
+                         spread([run["free"] for run in chosen]),
+                         f"Esc {min(into):.2f}–{max(into):.2f} s into the load", ""))  # fmt: skip
     free = [run["free"] for run in loads]
     let_go = [run["let_go"] for run in loads]
     abandoned = sum(run["outcome"] == "empty" for run in loads)

@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/screenshots.py
 
-History goes to a throwaway database; the screens are driven with Textual's pilot exactly as a person
+History, settings and runs go to throwaway folders; the screens are driven with Textual's pilot exactly as a person
 would (keys and clicks) and saved with App.save_screenshot.
 """
 
@@ -18,6 +18,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 OUT = REPO / "screenshots"
 DOG = "Tell me how to train my dog to sit"
+LONG_PROMPT = " ".join(
+    f"Chapter {n}. The dog learned to sit on day {n}, to stay on day {n + 1} and to come back when called."
+    for n in range(1, 130)
+)  # about 3,000 tokens: long enough to watch a pane read it
 
 
 async def wait_idle(pilot, timeout: float = 180) -> None:
@@ -50,17 +54,42 @@ async def greedy(pilot, max_tokens: int) -> None:
     await pilot.press("ctrl+o")
 
 
+async def reading(pilot) -> None:
+    """Send a long prompt and wait until both panes are part-way through reading it."""
+    from tuitune.tui.widgets.prompt import PromptBox
+
+    box = pilot.app.screen.query_one(PromptBox)
+    box.text = LONG_PROMPT
+    box.focus()
+    await pilot.press("enter")
+    deadline = time.monotonic() + 120
+    panes = pilot.app.screen.panes
+    while time.monotonic() < deadline and not all(p.state == "reading" and p.status.done >= 512 for p in panes):
+        await pilot.pause(0.05)
+
+
 async def main() -> None:
+    import os
+
+    scratch = Path(tempfile.mkdtemp(prefix="tuitune-shots-"))
+    for name in ("CONFIG", "DATA", "LOG"):  # never the user's settings, history or runs
+        os.environ[f"TUITUNE_{name}_DIR"] = str(scratch / name.lower())
     from tuitune.tui.app import TuituneApp
 
     OUT.mkdir(exist_ok=True)
-    history = Path(tempfile.mkdtemp(prefix="tuitune-shots-")) / "history.sqlite3"
+    history = scratch / "history.sqlite3"
 
     app = TuituneApp(history_path=history)
     async with app.run_test(size=(120, 40)) as pilot:
         await greedy(pilot, 120)
         await send(pilot, DOG)
         app.save_screenshot("compare.svg", str(OUT))
+
+        await pilot.press("ctrl+n")
+        await reading(pilot)
+        app.save_screenshot("compare-reading.svg", str(OUT))
+        await pilot.press("escape")
+        await wait_idle(pilot)
 
         await pilot.press("ctrl+n")
         await pilot.press("ctrl+t", "ctrl+t")  # four panes: the lab's 2×2
@@ -107,7 +136,7 @@ async def train_and_compare(history: Path) -> None:
     import os
 
     scratch = Path(tempfile.mkdtemp(prefix="tuitune-shots-train-"))
-    os.environ["TUITUNE_DATA_DIR"] = str(scratch / "data")  # the run and its catalog entry stay out of yours
+    os.environ["TUITUNE_DATA_DIR"] = str(scratch / "data")  # the run and its catalog entry in a fresh folder
     os.environ["TUITUNE_CONFIG_DIR"] = str(scratch / "config")
     from textual.widgets import Input, Select
 

@@ -302,3 +302,21 @@ async def test_compare_from_train_opens_a_new_conversation(tmp_path: Path, tuitu
         answers = [(m.pane_index, m.model) for m in new.messages if m.role == "assistant"]
         assert answers == [(0, "smollm2-135m-instruct"), (1, "my-run")]
         assert models.engines["my-run"].requests[0].messages[-1].content.startswith(new.messages[0].content[:10])
+
+
+async def test_a_prompt_too_long_for_the_context_names_the_apps_setting(tmp_path: Path):
+    """Real llama.cpp: the overflow message points to the parameters panel, not to a CLI flag."""
+    from tuitune.tui.app import TuituneApp
+
+    app = TuituneApp(history_path=tmp_path / "h.sqlite3")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("f3")
+        await pilot.press("ctrl+o")
+        app.screen.query_one("#param-n_ctx").value = "256"
+        await pilot.pause()
+        await send_text(pilot, app, "word " * 400)
+        await wait_idle(pilot, app)
+        error = app.screen.panes[0].turns[0].error
+        assert "context holds 256" in error and "raise 'context' in the parameters (Ctrl+O)" in error
+        assert "--ctx" not in error
+        assert "up to 8192" in error  # SmolLM2's trained context, read from its GGUF

@@ -76,7 +76,8 @@ class LlamaCppEngine:
         self.model_id = model_id or self.path.stem
         self.budget = budget
         trained = self.info.context_length or DEFAULT_CONTEXT
-        self._n_ctx = n_ctx or min(trained, DEFAULT_CONTEXT)
+        # Up to the context the model was trained with: beyond it llama.cpp runs but the answers degrade.
+        self._n_ctx = min(n_ctx, trained) if n_ctx else min(trained, DEFAULT_CONTEXT)
         self._fallback = chat_format or DEFAULT_FALLBACK
         if self._fallback not in FALLBACK_FORMATS:
             raise TuituneError(

@@ -15,18 +15,22 @@ TIPS = """\
 [b]Compare[/b] sends one prompt to every pane at once. Each pane has its own model and mode:
   [b]raw[/b] continues your text (what a base model was trained to do);
   [b]chat[/b] wraps it in the model's chat template (what an instruct model expects).
-Tab moves focus from the prompt box to the panes; with a pane focused:
-  [b]m[/b] raw/chat · [b]o[/b] model · [b]p[/b] pane parameters · [b]s[/b] stop · [b]r[/b] regenerate
-  [b]c[/b] copy · [b]x[/b] close · [b]-[/b] / [b]+[/b] a finetuned model's adapter strength (0 = its base)
+Tab moves focus from the prompt box to each pane (letters typed at a pane go to the prompt box); with a pane
+focused: [b]Alt+M[/b] raw/chat · [b]Alt+O[/b] model · [b]Alt+P[/b] pane parameters · [b]Alt+S[/b] stop
+  [b]Alt+R[/b] regenerate · [b]Alt+C[/b] copy · [b]Alt+X[/b] close · [b]Alt+-[/b] / [b]Alt++[/b] adapter strength
+  ↑ ↓ PgUp PgDn Home End scroll it. No Alt key in your terminal? Ctrl+P lists every pane action.
+A pane's header shows what it is doing: loading (progress) · ready · reading the prompt (tokens read) ·
+  generating · stopping. [b]Esc[/b] stops every pane in any of them, at once.
 Prompt box: [b]Enter[/b] sends · [b]Ctrl+J[/b] newline · [b]Esc[/b] stops every pane
-  [b]Ctrl+R[/b] regenerates · [b]Ctrl+Y[/b] copies · [b]Ctrl+G[/b] example prompts · [b]Ctrl+O[/b] shared parameters
-  [b]Ctrl+T[/b] add a pane · [b]Ctrl+L[/b] synced scrolling
+  [b]Ctrl+R[/b] regenerates with the next seed · [b]Ctrl+Y[/b] copies · [b]Ctrl+G[/b] example prompts
+  [b]Ctrl+O[/b] shared parameters and the context size · [b]Ctrl+T[/b] add a pane · [b]Ctrl+L[/b] synced scrolling
 Votes after an answer: [b]F6[/b] A better · [b]F7[/b] B better · [b]F8[/b] tie · [b]F9[/b] both bad
 Chat: [b]Ctrl+E[/b] takes back your last message to edit and resend it
 Eval: [b]Ctrl+S[/b] runs a suite · [b]Esc[/b] stops · [b]f[/b] failures only · [b]d[/b] differences \
 · [b]m[/b]/[b]j[/b]/[b]c[/b] export
 [b]F2[/b] Compare · [b]F3[/b] Chat · [b]F4[/b] Models · [b]F5[/b] History · [b]F10[/b] Train · [b]F11[/b] Eval
-[b]Ctrl+P[/b] every action · [b]Ctrl+Q[/b] quits
+[b]Ctrl+P[/b] every action · [b]Ctrl+Q[/b] quits · theme, parameters, the Compare layout and the Train form are
+  remembered in settings.toml in the config folder
 """
 
 
@@ -47,7 +51,7 @@ class HelpScreen(ModalScreen[None]):
         keymap = styled(
             "Rebind keys in ",
             (str(dirs.config / "keymap.toml"), "bold"),
-            ', binding id = key, e.g.\n  "conversation.regenerate" = "ctrl+k"   "pane.toggle_mode" = "t"',
+            ', binding id = key, e.g.\n  "conversation.regenerate" = "ctrl+k"   "pane.toggle_mode" = "f12"',
         )
         with VerticalScroll(classes="dialog help"):
             yield Static("[b]tuitune help[/b]  [dim]Esc closes[/]\n")
