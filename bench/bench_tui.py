@@ -19,7 +19,7 @@
 A summary table with every figure, its target and pass/fail closes the output.
 
     python bench/bench_tui.py [--launches 5] [--samples 60] [--rounds 5] [--tokens 256] [--stops 8] [--loads 8]
-    python bench/bench_tui.py --quick      # fewer repetitions of everything, to try it (~3 min)
+    python bench/bench_tui.py --quick      # fewer repetitions of everything, to try it (~4-6 min)
 """
 
 from __future__ import annotations

@@ -21,10 +21,9 @@ from tuitune.history import (
     HistoryStore,
     Pane,
     default_history_path,
-    export_json,
-    export_markdown,
     title_from_prompt,
 )
+from tuitune.history_export import export_json, export_markdown
 
 REPO = Path(__file__).resolve().parent.parent
 BASE, CHAT = "gemma-3-270m", "smollm2-135m-instruct"

@@ -22,7 +22,7 @@ from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Header, Input, Label, Static
 
 from tuitune.errors import TuituneError
-from tuitune.history import export_json, export_markdown
+from tuitune.history_export import export_json, export_markdown
 from tuitune.paths import app_dirs
 from tuitune.safe_text import inert, safe_json
 from tuitune.tui.screens.dialogs import Confirm, TextPrompt
