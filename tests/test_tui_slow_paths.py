@@ -62,8 +62,12 @@ async def test_edit_last_while_the_prompt_is_read_stops_first_and_keeps_the_app(
         await pilot.press("!")  # the cursor is at the end: typing continues the recalled text
         assert box.text == LONG_PROMPT + "!"
         assert pane.state == "ready" and not pane.busy
-        saved = app.history.load(app.screen.conversation_id).messages
-        assert saved == []  # the taken-back exchange is gone from History too
+        # The taken-back exchange is gone from History, and with it the conversation it titled.
+        assert app.screen.conversation_id is None and app.history.list_conversations() == []
+        await pilot.press("enter")  # sending again starts (and titles) a conversation anew
+        await wait_idle(pilot, app)
+        [summary] = app.history.list_conversations()
+        assert summary.title.startswith("word word")
 
 
 async def test_esc_stops_prompt_reading_within_half_a_second_and_history_says_so(tmp_path: Path):
@@ -320,3 +324,59 @@ async def test_a_prompt_too_long_for_the_context_names_the_apps_setting(tmp_path
         assert "context holds 256" in error and "raise 'context' in the parameters (Ctrl+O)" in error
         assert "--ctx" not in error
         assert "up to 8192" in error  # SmolLM2's trained context, read from its GGUF
+
+
+async def test_closing_and_adding_panes_keeps_every_answer_under_its_model(tmp_path: Path):
+    app, _ = scripted_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        for prompt in ("one", "two"):
+            await type_and_send(pilot, prompt)
+            await wait_idle(pilot, app)
+        old_id = app.screen.conversation_id
+        old = app.history.load(old_id)
+        app.screen.panes[0].focus()
+        await pilot.press("alt+x")
+        await pilot.pause(0.2)
+        await pilot.press("y")  # pane A (gemma) goes; smollm moves from B to A
+        await pilot.pause(0.2)
+        await pilot.press("ctrl+t")  # a new pane B: smollm's pair, gemma
+        await pilot.pause(0.2)
+        await type_and_send(pilot, "three")
+        await wait_idle(pilot, app)
+        assert app.history.load(old_id).messages == old.messages  # the conversation as it was is kept
+        new = app.history.load(app.screen.conversation_id)
+        assert new.id != old_id
+        models = {pane.index: pane.model for pane in new.panes}
+        assert models == {0: "smollm2-135m-instruct", 1: "gemma-3-270m"}
+        answers = [(m.pane_index, m.turn, m.model) for m in new.messages if m.role == "assistant"]
+        assert answers == [(0, 0, "smollm2-135m-instruct"), (0, 1, "smollm2-135m-instruct"),
+                           (0, 2, "smollm2-135m-instruct"), (1, 2, "gemma-3-270m")]  # fmt: skip
+        await pilot.press("ctrl+n")
+        await app.open_conversation(new.id)  # reopened, each pane shows its own answers
+        await pilot.pause(0.2)
+        a, b = app.screen.panes
+        assert [t.prompt for t in a.turns] == ["one", "two", "three"] and [t.prompt for t in b.turns] == ["three"]
+
+
+async def test_a_paste_while_a_pane_has_focus_lands_in_the_prompt_box(tmp_path: Path):
+    from textual import events
+
+    app, _ = scripted_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane = app.screen.panes[1]
+        pane.focus()
+        await pilot.pause()
+        app.screen.focused.post_message(events.Paste("a long pasted prompt"))
+        await pilot.pause()
+        box = app.screen.query_one(PromptBox)
+        assert box.text == "a long pasted prompt" and app.screen.focused is box
+
+
+async def test_choosing_another_model_updates_the_panes_description(tmp_path: Path):
+    app, _ = scripted_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane = app.screen.panes[0]
+        app.screen.set_pane_model(pane, "smollm2-135m-instruct")
+        await pilot.pause()
+        hint = str(pane.query_one(".pane-empty").render())
+        assert "SmolLM2" in hint and "Gemma" not in hint

@@ -40,6 +40,8 @@ _RUN_LABELS = {
     "n_ctx": "context",
     "system": "system",
 }
+# engines.base.STOPPED_DURING: where a cancelled answer was stopped
+_STOPPED_DURING = {"loading": "loading the model", "reading": "reading the prompt", "generating": "generating"}
 _RANDOM_SEED = -1  # tuitune.engines.base.RANDOM_SEED, not imported: the history must not load the engines
 _SYSTEM_LIMIT = 40
 
@@ -90,7 +92,9 @@ def _run_line(message: Message, conversation: Conversation, who: list[str]) -> s
 def _message_markdown(message: Message, heading: str | None, run_line: str = "") -> list[str]:
     lines = [heading or f"**{message.role}**", "", message.content]
     notes = [fmt.format(message.stats[key]) for key, fmt in _STAT_FORMATS if message.stats.get(key) is not None]
-    notes += {"streaming": ["still generating"], "cancelled": ["stopped"]}.get(message.status, [])
+    stopped_during = _STOPPED_DURING.get(message.stats.get("stopped_during") or "")
+    stopped = f"stopped while {stopped_during}" if stopped_during else "stopped"
+    notes += {"streaming": ["still generating"], "cancelled": [stopped]}.get(message.status, [])
     if message.status == "error":
         notes.append(f"error: {message.error or 'unknown'}")
     if message.role == "assistant":

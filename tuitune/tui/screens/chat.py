@@ -30,13 +30,15 @@ class ChatScreen(ConversationScreen):
 
     async def _edit_last(self) -> None:
         pane = self.panes[0]
-        turn_index = len(pane.turns) - 1
         last = await pane.drop_last_turn()
         if last is None:
             return
         store = self.tuitune.history
         if store is not None and self.conversation_id is not None:
-            store.delete_messages_from(self.conversation_id, pane.index, turn_index)
+            store.delete_messages_from(self.conversation_id, pane.index, last.number)
+            if not pane.turns:  # nothing left: the next message starts (and titles) the conversation again
+                store.delete(self.conversation_id)
+                self.conversation_id = None
         box = self.query_one(PromptBox)
         box.text = last.prompt
         box.move_cursor(box.document.end)  # typing goes after the recalled text, not before it

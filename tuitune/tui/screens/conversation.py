@@ -135,9 +135,14 @@ class ConversationScreen(Screen):
         return None
 
     async def send(
-        self, text: str, panes: list[ComparePane] | None = None, seeds: dict[int, int] | None = None
+        self,
+        text: str,
+        panes: list[ComparePane] | None = None,
+        seeds: dict[int, int] | None = None,
+        number: int | None = None,
     ) -> bool:
-        """Send ``text`` to ``panes`` (default: all); ``seeds`` pins a seed per pane index (regenerate)."""
+        """Send ``text`` to ``panes`` (default: all); ``seeds`` pins a seed per pane index and ``number`` the turn
+        (regenerate answers the same turn again)."""
         panes = panes or self.panes
         busy = [pane.letter for pane in panes if pane.busy]
         if busy:
@@ -150,20 +155,24 @@ class ConversationScreen(Screen):
         conversation = self._ensure_conversation(text)
         store = self.tuitune.history
         self.query_one("#vote-bar", Static).display = False
+        number = number if number is not None else self.next_turn_number()
         for pane in panes:
             pane.shared, pane.n_ctx = self.sampling, self.n_ctx
             seed = (seeds or {}).get(pane.index)
-            turn = len(pane.turns)
             message_id = None
             run = self.run_record(pane, seed)
             if store is not None and conversation is not None:
-                store.add_message(conversation, pane.index, turn, "user", text)
+                store.add_message(conversation, pane.index, number, "user", text)
                 message_id = store.add_message(
-                    conversation, pane.index, turn, "assistant", "", status="streaming", model=pane.settings.model,
+                    conversation, pane.index, number, "assistant", "", status="streaming", model=pane.settings.model,
                     mode=pane.settings.mode, adapter_scale=run.pop("adapter_scale"), run=run,
                 )  # fmt: skip
-            await pane.send(text, self.system or None, message_id, seed, record=run)
+            await pane.send(text, self.system or None, message_id, seed, record=run, number=number)
         return True
+
+    def next_turn_number(self) -> int:
+        """One number per prompt sent to every pane, so a pane added later lines up with the others in History."""
+        return max((turn.number for pane in self.panes for turn in pane.turns), default=-1) + 1
 
     def run_record(self, pane: ComparePane, seed: int | None) -> dict[str, Any]:
         """What an answer runs with, as the history stores it next to the answer."""
@@ -208,13 +217,12 @@ class ConversationScreen(Screen):
         if "seed" not in pane.settings.overrides and sampling.seed != RANDOM_SEED:
             previous = last_stats.seed if last_stats is not None and last_stats.seed is not None else sampling.seed
             seed = (previous + 1) % 2**31
-        turn_index = len(pane.turns) - 1
         last = await pane.drop_last_turn()
         if last is None:
             return
         if store is not None and self.conversation_id is not None:
-            store.delete_messages_from(self.conversation_id, pane.index, turn_index)
-        if await self.send(last.prompt, [pane], {pane.index: seed} if seed is not None else None):
+            store.delete_messages_from(self.conversation_id, pane.index, last.number)
+        if await self.send(last.prompt, [pane], {pane.index: seed} if seed is not None else None, last.number):
             greedy = " (temperature 0 is greedy: the same answer)" if sampling.temperature == 0 else ""
             pinned = "seed" in pane.settings.overrides
             what = f"seed {seed}" if seed is not None else "its pinned seed" if pinned else "a random seed"
@@ -320,6 +328,7 @@ class ConversationScreen(Screen):
         pane.settings.model = model_id
         pane.settings.mode = mode or (entry.mode if entry else "chat")
         pane.refresh_header()
+        pane.show_empty_hint()
         pane.preload()  # closes the previous model under the pane's lock, then loads this one
         pane.post_message(PaneChanged(pane))
 
@@ -327,6 +336,9 @@ class ConversationScreen(Screen):
         """Close a pane; one that holds answers asks first (they stay in History either way)."""
         if len(self.panes) <= 1:
             self.notify("the last pane stays", severity="warning")
+            return
+        if any(other.busy for other in self.panes if other is not pane):
+            self.notify("wait for the answers, or stop them (Esc), before closing a pane", severity="warning")
             return
         if pane.turns and not confirmed:
             if self.dialog_open():
@@ -341,10 +353,36 @@ class ConversationScreen(Screen):
             return
         pane.stop()
         await pane.remove()
+        moved = {remaining.index: index for index, remaining in enumerate(self.panes)}
         for index, remaining in enumerate(self.panes):
             remaining.index = index
             remaining.refresh_header()
+        self._continue_as_new_conversation(moved)
         self.query_one(PromptBox).focus()
+
+    def _continue_as_new_conversation(self, moved: dict[int, int]) -> None:
+        """A pane was closed: the panes after it moved left (B is now A), so what follows is saved as a new
+        conversation holding what the remaining panes show, each answer under the pane and model that gave it.
+        The conversation as it was stays in History untouched."""
+        store = self.tuitune.history
+        if store is None or self.conversation_id is None:
+            return
+        old = store.load(self.conversation_id)
+        if not old.messages:
+            store.set_panes(self.conversation_id, self.pane_specs())
+            return
+        new_id = store.create_conversation(self.KIND, old.title, self.pane_specs(), self.params_dict())
+        for message in old.messages:
+            if message.pane_index not in moved:
+                continue
+            copied = store.add_message(
+                new_id, moved[message.pane_index], message.turn, message.role, message.content, message.status,
+                model=message.model, mode=message.mode, adapter_scale=message.adapter_scale, run=message.run,
+            )  # fmt: skip
+            if message.stats or message.error:
+                store.update_message(copied, message.content, stats=message.stats, error=message.error)
+        self.conversation_id = new_id
+        self.notify("pane closed: the conversation continues as a new one in History (the old one is kept)")
 
     def palette_commands(self) -> list[tuple[str, str, Any]]:
         """Commands this screen adds to the command palette: (title, help, callback)."""
@@ -414,7 +452,7 @@ class ConversationScreen(Screen):
             for message in conversation.messages:
                 if message.pane_index != pane.index:
                     continue
-                slot = turns.setdefault(message.turn, ["", pane.settings.mode, "", None, None])
+                slot = turns.setdefault(message.turn, ["", pane.settings.mode, "", None, None, message.turn])
                 if message.role == "user":
                     slot[0] = message.content
                 elif message.role == "assistant":

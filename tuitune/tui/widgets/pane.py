@@ -151,9 +151,9 @@ class ComparePane(PaneRuns, Vertical, can_focus=True):
 
     def on_mount(self) -> None:
         self.refresh_header()
-        self._show_empty_hint()
+        self.show_empty_hint()
 
-    def _show_empty_hint(self) -> None:
+    def show_empty_hint(self) -> None:
         hint = self.query_one(".pane-empty", Static)
         hint.display = not self.turns
         entry = self.tuitune.catalog_entry(self.settings.model)
@@ -253,10 +253,11 @@ class ComparePane(PaneRuns, Vertical, can_focus=True):
         message_id: int | None = None,
         seed: int | None = None,
         record: dict[str, Any] | None = None,
+        number: int = 0,
     ) -> TurnView:
         """Start an answer (the caller checked ``busy``): the state goes to loading or reading at once."""
         request = self.build_request(text, system, seed)
-        turn = TurnView(text, self.settings.mode)
+        turn = TurnView(text, self.settings.mode, number=number)
         self.turns.append(turn)
         self.query_one(".pane-empty", Static).display = False
         await self.scroller.mount(turn)
@@ -276,7 +277,7 @@ class ComparePane(PaneRuns, Vertical, can_focus=True):
             return None
         turn = self.turns.pop()
         await turn.remove()
-        self._show_empty_hint()
+        self.show_empty_hint()
         return turn
 
     async def clear(self) -> None:
@@ -284,12 +285,12 @@ class ComparePane(PaneRuns, Vertical, can_focus=True):
         turns, self.turns = self.turns, []  # first: messages arriving while they are removed are dropped
         for turn in turns:
             await turn.remove()
-        self._show_empty_hint()
+        self.show_empty_hint()
 
-    async def load_turns(self, turns: list[tuple[str, str, str, Stats | None, str | None]]) -> None:
-        """Show saved turns (prompt, mode, answer, stats, error) when a conversation is reopened."""
+    async def load_turns(self, turns: list[tuple[str, str, str, Stats | None, str | None, int]]) -> None:
+        """Show saved turns (prompt, mode, answer, stats, error, number) when a conversation is reopened."""
         await self.clear()
-        views = [TurnView(prompt, mode, answer, stats, error) for prompt, mode, answer, stats, error in turns]
+        views = [TurnView(*turn[:5], number=turn[5]) for turn in turns]
         self.turns.extend(views)
         if views:
             self.query_one(".pane-empty", Static).display = False
@@ -328,7 +329,7 @@ class ComparePane(PaneRuns, Vertical, can_focus=True):
             self._set_state("empty", detail="loading stopped · a prompt loads the model again")
         else:
             stopped = message.stats is not None and message.stats.stopped_during
-            self._set_state("ready", detail="stopped" if stopped else "")
+            self._set_state("ready", detail="stopped" if stopped else "the answer failed" if message.error else "")
         for notice in message.notices:
             self.note(f"note: {notice}")
         action, self._after_run = self._after_run, None
@@ -338,10 +339,21 @@ class ComparePane(PaneRuns, Vertical, can_focus=True):
                 await result
 
     # -- keys --------------------------------------------------------------------------------------
+    def _prompt_box(self) -> Any:
+        return next(iter(self.screen.query("#prompt")), None)
+
+    def on_paste(self, event: events.Paste) -> None:
+        """A paste while a pane has focus is a prompt too: it goes to the prompt box, not into the void."""
+        box = self._prompt_box()
+        if box is not None:
+            event.stop()
+            box.focus()
+            box.insert(event.text)
+
     def on_key(self, event: events.Key) -> None:
         """Printable text typed at a pane goes to the prompt box, where the user meant it to go."""
         if event.is_printable and event.character and not event.key.startswith(("alt+", "ctrl+")):
-            box = next(iter(self.screen.query("#prompt")), None)
+            box = self._prompt_box()
             if box is not None:
                 event.stop()
                 event.prevent_default()
@@ -359,7 +371,10 @@ class ComparePane(PaneRuns, Vertical, can_focus=True):
         """True (and a one-line notice) if an answer is in flight: ``what`` waits until it is stopped."""
         if self._run is None:
             return False
-        self.app.notify(f"pane {self.letter} is answering: stop it first (Esc) to {what}", severity="warning")
+        self.app.notify(
+            f"pane {self.letter} is answering: stop it first (Alt+S this pane, Esc every pane) to {what}",
+            severity="warning",
+        )
         return True
 
     def action_toggle_mode(self) -> None:
@@ -367,7 +382,7 @@ class ComparePane(PaneRuns, Vertical, can_focus=True):
             return
         self.settings.mode = "chat" if self.settings.mode == "raw" else "raw"
         self.refresh_header()
-        self._show_empty_hint()
+        self.show_empty_hint()
         self.post_message(PaneChanged(self))
 
     def action_stop(self) -> None:

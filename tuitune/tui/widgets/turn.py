@@ -174,8 +174,17 @@ class TurnView(Vertical):
 
     LIVE_RENDER = "markdown"  # or "text": plain text while streaming
 
-    def __init__(self, prompt: str, mode: str, answer: str = "", stats: Stats | None = None, error: str | None = None):
+    def __init__(
+        self,
+        prompt: str,
+        mode: str,
+        answer: str = "",
+        stats: Stats | None = None,
+        error: str | None = None,
+        number: int = 0,
+    ):
         super().__init__(classes="turn")
+        self.number = number  # the conversation's turn (one per prompt sent to every pane), as History stores it
         self.prompt = prompt
         self.mode = mode
         self.answer = answer
