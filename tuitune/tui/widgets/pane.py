@@ -120,6 +120,7 @@ class ComparePane(PaneRuns, Vertical, can_focus=True):
         self._run: Run | None = None
         self._after_run: Callable[[], Awaitable[None] | None] | None = None
         self._stats_shown_at = 0.0
+        self._header: Text | None = None
 
     @property
     def tuitune(self) -> TuituneApp:
@@ -178,7 +179,9 @@ class ComparePane(PaneRuns, Vertical, can_focus=True):
             styled((f"{label} ", style)),
             styled(self.settings.model, (kind, "dim"), (strength, "bold"), badge),
         )
-        self.query_one(".pane-header", Static).update(header)
+        if header != self._header:  # a live pane refreshes its state twice a second: most of the time, no change
+            self._header = header
+            self.query_one(".pane-header", Static).update(header, layout=False)  # one line, fixed height
 
     def _set_state(self, state: str, **details: Any) -> None:
         """The one place the pane's state changes (UI thread); the header and the status line follow it."""
