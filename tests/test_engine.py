@@ -281,9 +281,15 @@ def test_cancel_while_reading_stops_within_a_batch_and_the_engine_recovers(gemma
         timer.cancel()
     stopped_in = time.perf_counter() - cancelled_at[0]
     print(f"cancel 1 s into reading: back {stopped_in * 1000:.0f} ms after it, {generation.prompt_done} tokens read")
-    assert stopped_in < 1.0
-    # llama.cpp's abort cut the batch in progress: no batch finished after the cancel (short of a photo finish).
-    assert all(at - cancelled_at[0] < 0.05 for at in batches_read_at if at > cancelled_at[0])
+    # llama.cpp's abort cut the batch in progress: the engine returned, and no batch finished, in less than half
+    # the time a batch takes (measured on this run, so a slow machine makes it no flakier).
+    before = [at for at in batches_read_at if at <= cancelled_at[0]]
+    # The first report is the start of the reading, then one per batch; with none finished before the cancel,
+    # a batch takes at least the time since the start.
+    elapsed = before[-1] - before[0] if len(before) > 1 else cancelled_at[0] - before[0]
+    batch_s = elapsed / max(1, len(before) - 1)
+    assert stopped_in < batch_s / 2, (stopped_in, batch_s)
+    assert all(at - cancelled_at[0] < batch_s / 2 for at in batches_read_at if at > cancelled_at[0])
     stats = generation.stats
     assert (stats.finish_reason, stats.stopped_during, generation.phase) == ("cancelled", "reading", "reading")
     assert text == "" and stats.completion_tokens == 0

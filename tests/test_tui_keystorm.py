@@ -154,7 +154,6 @@ async def test_key_storm(tmp_path: Path, seed: int, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(TuituneApp, "action_quit", lambda self: quits.append(True))
     rng = random.Random(seed)
     app = storm_app(tmp_path, rng)
-    started = time.monotonic()
     async with app.run_test(size=rng.choice([(120, 40), (80, 24), (160, 50)])) as pilot:
         for _ in range(KEYS_PER_SEED):
             key = next_key(rng)
@@ -172,4 +171,3 @@ async def test_key_storm(tmp_path: Path, seed: int, monkeypatch: pytest.MonkeyPa
                 await asyncio.wait_for(pilot.pause(), timeout=10)  # the app catches up
         await responsive(pilot, app)
     assert app.return_code in (None, 0)
-    assert time.monotonic() - started < 60
