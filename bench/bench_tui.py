@@ -159,11 +159,12 @@ async def tui_decode_rate(model: str, tokens: int, history: Path, mode: str = "r
         box = screen.query_one(PromptBox)
         box.text = DOG_PROMPT
         box.focus()
+        pane = screen.panes[0]  # once: a DOM query 20 times a second would load the UI thread being measured
         await pilot.press("enter")
         await pilot.pause(0.1)
-        while screen.panes[0].busy:
+        while pane.busy:
             await asyncio.sleep(0.05)  # plain sleep: the pilot's pause also waits for the app to go idle
-        return screen.panes[0].turns[-1].stats.decode_tokens_per_s
+        return pane.turns[-1].stats.decode_tokens_per_s
 
 
 def tui_decode_rate_in_fresh_process(model: str, mode: str, tokens: int, env: dict[str, str]) -> float:

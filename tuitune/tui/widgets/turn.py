@@ -66,6 +66,17 @@ def _line_kind(line: str, fence: str | None) -> tuple[str, str | None]:
     return "code", fence
 
 
+_MARKUP_CHARACTERS = frozenset("*_`#[]!<>|~\\&=")
+_BLOCK_START = re.compile(r"\s*(?:[-+*>#|]|\d+[.)])")
+
+
+def _has_markup(line: str) -> bool:
+    """Whether a line may render differently as Markdown than as plain text: emphasis, code, links, HTML and
+    entities, or a block start (list, quote, heading, table, indented code). The streaming tail is drawn ten
+    times a second, and building Rich's Markdown parser for it cost more than the rest of an update."""
+    return not _MARKUP_CHARACTERS.isdisjoint(line) or line.startswith("    ") or _BLOCK_START.match(line) is not None
+
+
 def stats_text(stats: Stats | None, live_tokens: int = 0, live_rate: float | None = None) -> str:
     if stats is None:
         rate = f" · {live_rate:.1f} tok/s" if live_rate else ""
@@ -113,12 +124,12 @@ class LiveAnswer(Widget):
             return [Strip([Segment(text, style)]).crop_extend(0, self._width, style)]
         if not line.strip():
             return [Strip.blank(self._width)]
-        if self._markdown:
+        if self._markdown and _has_markup(line):
             from rich.markdown import Markdown as RichMarkdown
 
             renderable = RichMarkdown(line)
-        else:
-            renderable = Text(line)
+        else:  # plain prose draws the same as its Markdown paragraph, without a parser built per update
+            renderable = Text(line.strip() if self._markdown else line)
         console = self.app.console
         options = console.options.update_width(self._width)
         strips = [Strip(segments, self._width) for segments in console.render_lines(renderable, options, pad=True)]
