@@ -8,8 +8,6 @@ from rich.text import Text
 
 from tuitune.tui.text import styled
 
-RUNNING = ("loading", "reading", "generating", "stopping")
-
 
 @dataclass(frozen=True)
 class PaneStatus:
