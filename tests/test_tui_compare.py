@@ -374,10 +374,12 @@ async def test_view_follows_the_text_while_streaming_until_the_user_scrolls_up(t
         live = pane.turns[0].live
         assert live is not None
 
-        # The last line of text is on screen, just above the bottom (not the blank lines reserved below).
+        # The last line of text is on screen, in the lower part of the view (the view moves a third of a screen
+        # at a time), not scrolled into the blank lines reserved below the text.
         def last_line_on_screen() -> bool:
             last_text_row = live.region.y + live.text_lines - 1
-            return container.region.bottom - 4 <= last_text_row < container.region.bottom
+            step = container.scrollable_content_region.height // container.FOLLOW_STEP_FRACTION
+            return container.region.bottom - 4 - step <= last_text_row < container.region.bottom
 
         for _ in range(40):  # the view follows at the next refresh (100 ms), later on a loaded machine
             if last_line_on_screen() and container.scroll_y > 0:

@@ -4,6 +4,7 @@ before its first layout, four panes squeezed into one row, and final answers tha
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 
 import pytest
@@ -310,3 +311,80 @@ async def test_live_answer_draws_lines_inside_a_fence_as_code(tmp_path: Path):
         await pilot.press("escape")  # stop the held stream
         engine.release.set()
         await wait_idle(pilot, app)
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["1. **Sit** first, then `stay`", "- a *list* item", "## Steps", "> a quote with ~~strike~~", "| a | b |",
+     "a [link](http://x.invalid) & &amp; entity", "plain words"],
+)  # fmt: skip
+def test_streamed_line_markdown_draws_what_rich_markdown_draws(line: str):
+    """The live answer parses its lines with one shared parser; the result must equal Rich's own Markdown."""
+    from rich.console import Console
+    from rich.markdown import Markdown as RichMarkdown
+
+    from tuitune.tui.widgets.turn import line_markdown
+
+    console = Console(width=50, color_system="truecolor", record=False)
+    options = console.options.update_width(50)
+    ours = console.render_lines(line_markdown(line), options, pad=True)
+    rich_own = console.render_lines(RichMarkdown(line), options, pad=True)
+    assert ours == rich_own
+    assert line_markdown("other").markup == "other" and line_markdown(line).markup == line  # nothing shared
+
+
+async def test_following_view_moves_in_steps_and_keeps_the_last_line_in_view(tmp_path: Path):
+    """Each scroll repaints the whole pane, so the view follows a third of a screen at a time, not per line."""
+    models = ScriptedModels({"smollm2-135m-instruct": ["start\n"]}, hold_after=1)
+    app, _ = scripted_app(tmp_path, models)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await type_and_send(pilot, "go")
+        pane = app.screen.panes[1]
+        engine = None
+        for _ in range(200):
+            engine = models.engines.get("smollm2-135m-instruct")
+            if engine is not None and engine.holding.is_set():
+                break
+            await pilot.pause(0.05)
+        assert engine is not None and engine.holding.is_set()
+        turn, container = pane.turns[0], pane.scroller
+        positions: list[int] = []
+        for index in range(80):  # one new line per update, as a model writing short lines does
+            pane.post_message(pane.Streamed(pane, pane._run.id, turn, f"line {index}\n", index + 1, 10.0))
+            await pilot.pause(0.03)
+            live = turn.live
+            last_text_row = live.region.y + live.text_lines - 1
+            assert container.region.y <= last_text_row < container.region.bottom, index  # always in view
+            positions.append(int(container.scroll_y))
+        moves = sum(1 for before, after in itertools.pairwise(positions) if after != before)
+        height = container.scrollable_content_region.height
+        assert positions[-1] > 40 and moves <= 80 // (height // container.FOLLOW_STEP_FRACTION) + 2, (moves, height)
+        await pilot.press("escape")
+        engine.release.set()
+        await wait_idle(pilot, app)
+
+
+def test_redraw_pacer_slows_down_while_the_ui_thread_is_busy_and_speeds_up_when_it_is_not():
+    """The worker hands text over less often while drawing takes a real share of the UI thread's time."""
+    import time
+
+    from tuitune.tui.widgets import pacer
+
+    def busy_for(seconds: float) -> None:  # CPU time on this thread, as drawing would take
+        end = time.thread_time() + seconds
+        while time.thread_time() < end:
+            pass
+
+    redraws = pacer.RedrawPacer()
+    assert redraws.interval == pacer.SLOWEST_S  # a pane starts at the safe end
+    redraws.start()
+    redraws.drawn()
+    for _ in range(8):  # the UI thread idle between updates: the interval comes down to the fastest
+        time.sleep(pacer.SHORTEST_SAMPLE_S * 1.5)
+        redraws.drawn()
+    assert redraws.interval == pacer.FASTEST_S
+    for _ in range(8):  # every update costs the UI thread ~40 % of its time: back to the slowest
+        busy_for(pacer.SHORTEST_SAMPLE_S * 0.6)
+        time.sleep(pacer.SHORTEST_SAMPLE_S)
+        redraws.drawn()
+    assert redraws.interval == pacer.SLOWEST_S

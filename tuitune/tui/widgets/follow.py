@@ -15,6 +15,7 @@ class FollowingScroll(VerticalScroll):
     """The pane's scrolling list of turns. Not a focus stop of its own: the pane is, and scrolls it."""
 
     can_focus = False
+    FOLLOW_STEP_FRACTION = 3  # the view moves this fraction of its height ahead when the text reaches the bottom
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -29,17 +30,29 @@ class FollowingScroll(VerticalScroll):
         self.call_after_refresh(self.scroll_end, animate=False, immediate=True)
 
     def follow_live_text(self, turn: TurnView, attempts: int = 0) -> None:
-        """While streaming, scroll so the last line of text (not the blank reservation below it) is at the bottom."""
+        """While streaming, keep the last line of text (not the blank reservation below it) in view.
+
+        When the text reaches the bottom, the view moves a third of a screen ahead rather than one line: every
+        scroll repaints the whole pane, and following line by line cost the UI thread as much as the rest of
+        the streaming together, time taken from the model's threads on a small machine. A line that stays
+        put while it is read is also easier to read than one that climbs ten times a second.
+        """
         live = turn.live
         if live is None or not live.is_mounted or not self.following():
             return  # the user scrolled up to read: leave the view alone
+        height = self.scrollable_content_region.height
         text_bottom = _virtual_top(live, self) + live.text_lines + 1
-        target = max(0, text_bottom - self.scrollable_content_region.height)
-        reachable = min(target, int(self.max_scroll_y))
+        shows_end = max(0, text_bottom - height)  # the least offset at which the last text line is in view
+        ahead = shows_end + max(1, height // self.FOLLOW_STEP_FRACTION)
+        current = int(self.scroll_y)
+        if shows_end <= current <= ahead:
+            self.followed_to = current
+            return
+        reachable = min(ahead, int(self.max_scroll_y))
         self.followed_to = reachable  # where the view is put, so the scrolled-up test compares like with like
-        if reachable != int(self.scroll_y):  # also back up, when a late scroll_end overshot into the reservation
+        if reachable != current:  # also back up, when a late scroll_end overshot into the reservation
             self.scroll_to(y=reachable, animate=False, immediate=True)
-        if target > reachable and attempts < 10:  # the layout lags the text on a busy machine: follow once it grew
+        if shows_end > reachable and attempts < 10:  # the layout lags the text on a busy machine: follow once it grew
             self.call_after_refresh(self.follow_live_text, turn, attempts + 1)
 
 

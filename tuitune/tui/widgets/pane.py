@@ -30,6 +30,7 @@ from textual.widgets import Static
 from tuitune.engines.base import Engine, LoadControl, Message, Request, Sampling, Stats
 from tuitune.tui.text import styled
 from tuitune.tui.widgets.follow import FollowingScroll
+from tuitune.tui.widgets.pacer import RedrawPacer
 from tuitune.tui.widgets.pane_runs import PaneRuns, Run, next_run_id
 from tuitune.tui.widgets.pane_state import PaneStatus, header_state, status_line
 from tuitune.tui.widgets.turn import TurnView
@@ -120,6 +121,7 @@ class ComparePane(PaneRuns, Vertical, can_focus=True):
         self._run: Run | None = None
         self._after_run: Callable[[], Awaitable[None] | None] | None = None
         self._stats_shown_at = 0.0
+        self.pacer = RedrawPacer()  # how often the worker hands over text
         self._header: Text | None = None
 
     @property
@@ -272,6 +274,7 @@ class ComparePane(PaneRuns, Vertical, can_focus=True):
         run = self._run = Run(run_id, turn, self._load_control(run_id), record=record, message_id=message_id)
         loaded = self._engine is not None and self._engine_key == (self.settings.model, self.n_ctx)
         self._set_state("reading" if loaded else "loading", model=self.settings.model, total=0)
+        self.pacer.start()
         self._generate(run, request, message_id)
         return turn
 
@@ -312,9 +315,10 @@ class ComparePane(PaneRuns, Vertical, can_focus=True):
         container = self.scroller
         await message.turn.write(message.text, slack=container.scrollable_content_region.height)
         self.call_after_refresh(container.follow_live_text, message.turn)
+        self.pacer.drawn()
         now = time.monotonic()
         if message.rate is not None and now - self._stats_shown_at >= 0.5 and self.state == "generating":
-            self._stats_shown_at = now  # the counter needs no 10 Hz repaint; the text does
+            self._stats_shown_at = now  # the counter needs no repaint per update; the text does
             self._set_state("generating", tokens=message.tokens, rate=message.rate)
 
     async def on_compare_pane_finished(self, message: Finished) -> None:

@@ -25,7 +25,6 @@ from tuitune.errors import ContextOverflowError, StoppedError, TuituneError
 if TYPE_CHECKING:
     from tuitune.tui.widgets.turn import TurnView
 
-FLUSH_INTERVAL_S = 0.1
 PROGRESS_INTERVAL_S = 0.1
 MODEL_THREAD_NICENESS = 5
 CONTEXT_HINT = "raise 'context' in the parameters (Ctrl+O)"
@@ -165,7 +164,7 @@ class PaneRuns:
                     now = time.monotonic()
                     first_at = first_at or now
                     pending.append(chunk)
-                    if now - last_flush >= FLUSH_INTERVAL_S:
+                    if now - last_flush >= self.pacer.interval:  # read from the UI's last measurement
                         rate = (tokens - 1) / (now - first_at) if now > first_at else None
                         self.post_message(self.Streamed(self, run.id, run.turn, "".join(pending), tokens, rate))
                         pending.clear()
