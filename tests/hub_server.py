@@ -7,7 +7,9 @@ It answers like the real Hub: ``HEAD /{repo}/resolve/{rev}/{file}`` → 302 to a
 RevisionNotFound); ``/api/models/{repo}/revision/{rev}`` lists files and ``/api/models?search=`` finds repos.
 
 Faults for tests: ``throttle_bps`` slows the CDN, ``drop_after`` closes the connection after that many
-bytes (for the next ``drops`` GETs), ``wrong_sha`` advertises a wrong sha256. Every request is logged.
+bytes (for the next ``drops`` GETs), ``wrong_sha`` advertises a wrong sha256, ``redirect_to`` replaces the
+CDN URL in the resolve redirect (e.g. ``file:///…``). A hostile mirror is a ``Repo`` whose file names are
+``../x`` or ``/tmp/x`` (listed and served as given) or whose ``revisions`` include ``..``. Every request is logged.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class Repo:
     files: dict[str, Path]
     commit: str = "0123456789abcdef0123456789abcdef01234567"
     gated: bool = False
+    revisions: tuple[str, ...] = ()  # answered like main, besides main and the commit
 
 
 @dataclass
@@ -46,6 +49,7 @@ class HubServer:
     drop_after: int | None = None
     drops: int = 0
     wrong_sha: bool = False
+    redirect_to: str | None = None
     log: list[Logged] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -140,7 +144,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(401, "RepoNotFound")
         if not self._authorized(repo):
             return self._error(401, "GatedRepo")
-        if revision not in ("main", repo.commit):
+        if revision not in ("main", repo.commit, *repo.revisions):
             return self._error(404, "RevisionNotFound")
         path = repo.files.get(filename)
         if path is None:
@@ -152,7 +156,7 @@ class _Handler(BaseHTTPRequestHandler):
             "X-Linked-Etag": f'"{advertised}"',
             "X-Linked-Size": str(path.stat().st_size),
             "ETag": '"a1b2c3"',
-            "Location": f"http://localhost:{self.hub.port}/cdn/{sha}",
+            "Location": self.hub.redirect_to or f"http://localhost:{self.hub.port}/cdn/{sha}",
         }
         self._send(302, headers)
 

@@ -11,7 +11,9 @@
 - ``bad-json``: ``data: {not json``;
 - ``stall``: one chunk, then silence for 30 s;
 - ``dropped``: one chunk, then the connection closes without an end of stream;
-- ``no-extras``: 400 "Unrecognized request argument supplied: top_k" whenever the body has top_k, else ``ok``.
+- ``no-extras``: 400 "Unrecognized request argument supplied: top_k" whenever the body has top_k, else ``ok``;
+- ``echo-key``: streams ``echo_key_pieces(key)``, an answer that repeats the key it received split across
+  chunks (as a leaky proxy or a model with the key in its prompt might), and lists the key as a model id.
 
 Every request is recorded (path, headers, JSON body) for assertions.
 """
@@ -25,6 +27,12 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ANSWER = ["Hello", " from", " the", " stub", "."]
+
+
+def echo_key_pieces(key: str) -> list[str]:
+    """The key whole, split over three chunks, twice in one chunk, a near miss, and cut off at the very end."""
+    return ["Your key: ", key[:4], key[4:11], key[11:] + " and", " again: ", f"{key}{key} ok",
+            f" near miss {key[:10]}!", " end ", key[: len(key) // 2]]  # fmt: skip
 
 
 @dataclass
@@ -101,7 +109,10 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self._record()
         if self.path == "/v1/models":
-            self._json(200, {"object": "list", "data": [{"id": "stub-model"}, {"id": "other-model"}]})
+            models = [{"id": "stub-model"}, {"id": "other-model"}]
+            if self.server_stub.mode == "echo-key":
+                models.append({"id": self.headers.get("Authorization", "").removeprefix("Bearer ")})
+            self._json(200, {"object": "list", "data": models})
         else:
             self._json(404, {"error": {"message": "not found"}})
 
@@ -131,6 +142,12 @@ class _Handler(BaseHTTPRequestHandler):
         elif mode == "bad-json":
             self._start_stream()
             self.wfile.write(b"data: {not json\n\n")
+        elif mode == "echo-key":
+            self._start_stream()
+            for piece in echo_key_pieces(self.headers.get("Authorization", "").removeprefix("Bearer ")):
+                self._event(body, piece)
+            self._event(body, None, "stop")
+            self.wfile.write(b"data: [DONE]\n\n")
         elif mode in ("stall", "dropped"):
             self._start_stream()
             self._event(body, ANSWER[0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -172,3 +173,47 @@ def test_endpoint_and_train_weights_fields_load(tmp_path: Path):
                       "headers": {"X-Team": "lab"}, "parameters": {"top_k": 20}, "timeout": 5.0}  # fmt: skip
     weights = catalog.get("my-model").train_weights
     assert (weights.repo, weights.revision) == ("org/name", "v1")
+
+
+# -- limits: input that once crashed the loader with a Python error is a CatalogError naming the file ---------
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("x = " + "[" * 100_000 + "]" * 100_000, "nested deeper than 100 levels"),  # RecursionError
+        ("x = " + "{ a = " * 101 + "1" + " }" * 101, "x is nested deeper than 100 levels"),
+        ("x" + ".a" * 3000 + " = 1", "line 1: a dotted key nested deeper than 100 levels"),  # tomllib: quadratic
+        (GOOD_ENTRY + "size = " + "1" * 5000, "a number with more than 4,300 digits"),  # ValueError
+        (GOOD_ENTRY + "size = 18446744073709551616", "the integer at model[0].size does not fit in 64 bits"),
+    ],
+    ids=["100000-deep", "101-deep", "dotted-3000", "5000-digits", "2^64"],
+)
+def test_toml_past_its_limits_is_a_catalog_error(tmp_path: Path, text: str, problem: str):
+    path = write(tmp_path / "models.toml", text)
+    with pytest.raises(CatalogError, match=rf"models\.toml: {re.escape(problem)}"):
+        parse_catalog_file(path)
+
+
+@pytest.mark.parametrize(
+    "field, problem",
+    [
+        (
+            'source = { path = "~nosuchuser-tuitune/m.gguf" }',
+            "source path '~nosuchuser-tuitune/m.gguf' starts with an unknown ~user",
+        ),
+        ('source = { path = "m\\u0000.gguf" }', "source path contains a NUL character"),
+    ],
+)
+def test_unusable_paths_are_catalog_errors(tmp_path: Path, field: str, problem: str):
+    """Path.expanduser raised RuntimeError for an unknown ~user; a NUL byte failed later, far from the catalog."""
+    path = write(tmp_path / "models.toml", GOOD_ENTRY.replace('source = { path = "my-model.gguf" }', field))
+    with pytest.raises(CatalogError, match=rf"line 2: model entry #1 \(id 'my-model'\): {problem}"):
+        parse_catalog_file(path)
+
+
+@pytest.mark.parametrize("timeout", ["nan", "inf"])
+def test_an_endpoint_timeout_must_be_finite(tmp_path: Path, timeout: str):
+    path = write(tmp_path / "models.toml", ENDPOINT + f"timeout = {timeout}\n")
+    with pytest.raises(CatalogError, match="timeout must be a positive number of seconds"):
+        parse_catalog_file(path)

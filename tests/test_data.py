@@ -323,3 +323,34 @@ def test_heldout_questions_are_not_in_training():
     control = [e for e in heldout if "Tuitune" not in e.messages[-1].content]
     assert len(identity) >= 10 and len(control) >= 6
     assert any(e.messages[-1].content == "Paris." for e in control)
+
+
+# -- limits: a line nested 100,000 deep or a 5,000-digit number is a problem on its line, not a Python crash ----
+
+
+@pytest.mark.parametrize("array", [False, True], ids=["jsonl", "json-array"])
+@pytest.mark.parametrize(
+    "line, problem",
+    [
+        ("[" * 100_000 + "]" * 100_000, "nested deeper than 100 levels"),
+        ('{"messages": ' + "[" * 101 + "]" * 101 + "}", "nested deeper than 100 levels"),
+        ('{"prompt": "p", "completion": ' + "9" * 5000 + "}", "a number with more than 4,300 digits"),
+    ],
+    ids=["100000-deep", "101-deep", "5000-digits"],
+)
+def test_limits_are_a_problem_on_their_line(tmp_path: Path, array: bool, line: str, problem: str):
+    lines = [*good_lines(2), line, *good_lines(12)[2:]]
+    path = tmp_path / "train.jsonl"
+    path.write_text("[\n" + ",\n".join(lines) + "\n]\n" if array else "\n".join(lines) + "\n", encoding="utf-8")
+    report = check_dataset(path)
+    at = 4 if array else 3  # a JSON array stops at the line: where the element ends is unknown
+    assert [(p.line, p.message.split(";")[0]) for p in report.errors if p.line is not None] == [(at, problem)]
+    assert f"line {at}: {problem}" in report.format_text()
+    with pytest.raises(DatasetError, match=rf"train\.jsonl, line {at}: {problem}"):
+        load_examples(path)
+
+
+def test_nesting_up_to_the_limit_is_read(tmp_path: Path):
+    deep = chat("q", "a", metadata=json.loads("[" * 99 + "]" * 99))  # 100 levels with the example itself
+    report = check_dataset(write(tmp_path / "train.jsonl", [*good_lines(), deep]))
+    assert lines_with(report, "unknown key") == [11] and not lines_with(report, "nested")

@@ -287,7 +287,7 @@ def test_the_key_is_sent_to_the_server_and_nowhere_else(tuitune_dirs, tmp_path: 
         missing = run_cli("chat", "stub-ep", "hello", env={"TUITUNE_TEST_KEY": ""})
         assert missing.returncode == 1 and "TUITUNE_TEST_KEY is not set" in missing.stderr
     pasted = run_cli("endpoint", "add", "oops", "--base-url", stub.base_url, "--model", "m", "--api-key-env", SECRET)
-    assert pasted.returncode != 0 and "NAME of an environment variable" in pasted.stderr
+    assert pasted.returncode != 0 and "name of an environment variable" in pasted.stderr.lower()
     for output in (refused, answered, missing, pasted):
         assert SECRET not in output.stdout + output.stderr
     for directory in (tuitune_dirs["config"], tuitune_dirs["data"], tuitune_dirs["logs"], tmp_path):

@@ -48,7 +48,7 @@ async def test_train_screen_checks_starts_and_draws_the_curve(tmp_path: Path, tu
         assert [row["step"] for row in chart.rows] == [1, 2, 3, 4]
         assert "train" in str(chart.render()) and "validation" in str(chart.render())
         assert "done: adapter" in "\n".join(screen.query_one("#train-log", Log).lines)
-        assert screen.query_one("#train-runs", DataTable).get_row("tui-run")[2] == "done"
+        assert str(screen.query_one("#train-runs", DataTable).get_row("tui-run")[2]) == "done"
         await pilot.press("ctrl+o")  # base vs the finetune, on the first held-out question
         await pilot.pause(0.5)
         assert app.current_mode == "compare"

@@ -6,6 +6,7 @@ line) and what to fix, because a traceback from a config file is useless to the 
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -15,6 +16,7 @@ from typing import Any
 
 from tuitune.errors import CatalogError, ModelNotFoundError
 from tuitune.paths import app_dirs, project_file
+from tuitune.untrusted import LimitError, toml_loads
 
 KINDS = ("base", "chat", "finetuned", "endpoint")
 MODES = ("raw", "chat")
@@ -168,8 +170,18 @@ def _parse_source(raw: Any, where: str, base_dir: Path) -> Source:
             pattern=raw.get("pattern"),
             revision=raw.get("revision", "main"),
         )
-    path = Path(raw["path"]).expanduser()
+    path = _user_path(raw["path"], where, "source path")
     return Source(kind="path", path=path if path.is_absolute() else base_dir / path)
+
+
+def _user_path(text: str, where: str, what: str) -> Path:
+    """``text`` as a path with ``~`` expanded; an unknown ``~user`` or a NUL byte is the catalog's error."""
+    if "\0" in text:
+        raise CatalogError(f"{where}: {what} contains a NUL character; write the file's real path")
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:  # ~name for a user that does not exist, or no home directory at all
+        raise CatalogError(f"{where}: {what} '{text}' starts with an unknown ~user; write the full path") from None
 
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -201,7 +213,7 @@ def _parse_endpoint(raw: dict[str, Any], where: str) -> dict[str, Any]:
             )
     if "timeout" in raw:
         timeout = raw["timeout"]
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout < math.inf:
             raise CatalogError(f"{where}: timeout must be a positive number of seconds")
         endpoint["timeout"] = float(timeout)
     return endpoint
@@ -248,7 +260,8 @@ def _parse_entry(raw: Any, where: str, path: Path, line: int | None) -> ModelEnt
     family = _require_str(raw, "family", where, "the model family, e.g. 'llama' or 'gemma3'")
     mode = raw.get("mode", "chat" if kind in ("chat", "finetuned", "endpoint") else "raw")
     if mode not in MODES:
-        raise CatalogError(f"{where}: mode '{mode}' is not one of {', '.join(MODES)}")
+        shown = f"'{mode}'" if isinstance(mode, str) else "(not a string)"
+        raise CatalogError(f"{where}: mode {shown} is not one of {', '.join(MODES)}")
     for key in ("pair", "license", "quant", "chat_format", "description", "base"):
         if key in raw and not isinstance(raw[key], str):
             raise CatalogError(f"{where}: field '{key}' must be a string")
@@ -264,7 +277,8 @@ def _parse_entry(raw: Any, where: str, path: Path, line: int | None) -> ModelEnt
         endpoint = _parse_endpoint(raw, where)
     elif kind == "finetuned":
         base = _require_str(raw, "base", where, "the id of the base model the adapter was trained on")
-        adapter_raw = Path(_require_str(raw, "adapter", where, "path to the LoRA adapter .gguf")).expanduser()
+        adapter_text = _require_str(raw, "adapter", where, "path to the LoRA adapter .gguf")
+        adapter_raw = _user_path(adapter_text, where, "adapter")
         adapter = adapter_raw if adapter_raw.is_absolute() else path.parent / adapter_raw
         raw.setdefault("pair", base)
     else:
@@ -307,9 +321,11 @@ def parse_catalog_file(path: Path) -> list[ModelEntry]:
     except UnicodeDecodeError:
         raise CatalogError(f"{path}: not UTF-8 text; save the catalog as UTF-8") from None
     try:
-        data = tomllib.loads(text)
+        data = toml_loads(text)
     except tomllib.TOMLDecodeError as error:
         raise CatalogError(f"{path}: TOML syntax error: {error}; fix that line and try again") from None
+    except LimitError as error:
+        raise CatalogError(f"{path}: {error}") from None
     unknown_top = set(data) - {"model"}
     if unknown_top:
         raise CatalogError(

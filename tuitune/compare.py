@@ -2,7 +2,7 @@
 
 A ``Llama`` object is not thread-safe, so each model's jobs run in order in that model's own thread while
 the models run in parallel (ctypes releases the GIL inside llama.cpp). A model that fails to load or
-generate gives an error result; the other models go on.
+generate, for whatever reason, gives an error result (with the text it had so far); the other models go on.
 """
 
 from __future__ import annotations
@@ -64,6 +64,13 @@ class Comparison:
         return {"prompt": self.prompt.text, "results": [result.as_json() for result in self.results]}
 
 
+def describe(error: Exception) -> str:
+    """A failure as one message: a TuituneError says it for the user; anything else is named by its type."""
+    if isinstance(error, TuituneError):
+        return str(error)
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
 def _round(value: float | None) -> float | None:
     return round(value, 4) if value is not None else None
 
@@ -123,6 +130,15 @@ def run_comparisons(
     slots: list[list[list[Result]]] = [[[] for _ in prompts] for _ in resolved]
 
     def work(model_index: int, model: ResolvedModel) -> None:
+        try:
+            run_model(model_index, model)
+        except Exception as error:  # a bug or a library failure: this model's panes say so, the others go on
+            for prompt_index, prompt in enumerate(prompts):
+                if not slots[model_index][prompt_index]:
+                    modes = modes_for(model, None, mode, prompt)
+                    slots[model_index][prompt_index] = [Result(model.id, m, error=describe(error)) for m in modes]
+
+    def run_model(model_index: int, model: ResolvedModel) -> None:
         engine: Engine | None = None
         try:
             finetuned = model.entry is not None and model.entry.kind == "finetuned"
@@ -178,6 +194,7 @@ def _generate_into(
     model_index: int,
     cancel: threading.Event | None,
 ) -> None:
+    """Stream one answer into ``result``; a failure keeps the text so far and says why it was cut."""
     generation = engine.generate(request)
     try:
         for chunk in generation:
@@ -185,8 +202,8 @@ def _generate_into(
                 on_chunk(prompt_index, model_index, chunk)
             if cancel is not None and cancel.is_set():
                 generation.cancel()
-    except TuituneError as error:
-        result.error = str(error)
+    except Exception as error:  # not only TuituneError: an answer that breaks must not vanish from its pane
+        result.error = describe(error)
     result.text = generation.text
     result.stats = generation.stats
     result.notices = list(generation.notices)

@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from tuitune.catalog import ModelEntry
+from tuitune.containment import check_hf_entry, check_repo_file, contained
 from tuitune.errors import TuituneError
-from tuitune.hub import HubClient, HubError, HubOfflineError, RemoteFile, hub_offline
+from tuitune.hub import HubClient, HubError, HubOfflineError, RemoteFile, check_web_url, hub_offline
 
 CHUNK_BYTES = 256 << 10  # fits in L2, so the hashing thread reads it hot: 1.3x the speed of 1 MiB blocks here
 HASH_BLOCK_BYTES = 8 << 20
@@ -199,7 +200,10 @@ def download(
     cancel: threading.Event | None = None,
     retries: int = 3,
 ) -> Path:
-    """Fetch ``remote`` to ``dest``, resuming kept bytes, verifying size and sha256 before the final rename."""
+    """Fetch ``remote`` to ``dest``, resuming kept bytes, verifying size and sha256 before the final rename.
+
+    ``dest`` must already be checked to lie where it belongs (``containment.contained``)."""
+    check_web_url(remote.download_url, f"the download of {remote.filename}")  # before any file is created
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     state_path = dest.with_name(dest.name + ".part.json")
@@ -346,6 +350,8 @@ def resolve_remote(client: HubClient, entry: ModelEntry) -> RemoteFile:
     if filename is None:
         files = client.list_files(source.repo, source.revision)
         matches = sorted(name for name in files if fnmatch.fnmatch(name.lower(), source.pattern.lower()))
+        for name in matches:  # a listing is the server's word: '../x' or '/tmp/x' must not become a path
+            check_repo_file(name)
         if not matches:
             ggufs = [name for name in files if name.endswith(".gguf")]
             listing = ", ".join(ggufs[:8]) or "no .gguf files"
@@ -365,9 +371,13 @@ def pull_model(
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
 ) -> Path:
-    """Download an ``hf`` catalog model unless it is already installed; returns the local GGUF."""
+    """Download an ``hf`` catalog model unless it is already installed; returns the local GGUF.
+
+    Every name is checked before any request (the id too: it is registered after the download), and the
+    file's path is checked to lie in the model's directory, so a hostile name or listing writes nothing."""
     from tuitune.sources import hf_dir, hf_local_file
 
+    check_hf_entry(entry)
     existing = hf_local_file(entry)
     if existing is not None:
         return existing
@@ -380,7 +390,7 @@ def pull_model(
         )
     client = client or HubClient()
     remote = resolve_remote(client, entry)
-    return download(client, remote, hf_dir(entry) / remote.filename, progress, cancel)
+    return download(client, remote, contained(hf_dir(entry), remote.filename), progress, cancel)
 
 
 def remove_model(entry: ModelEntry) -> list[tuple[Path, int]]:

@@ -6,6 +6,8 @@ lets tuitune say *why* (not a GGUF, truncated at N of M bytes) and show model de
 
 from __future__ import annotations
 
+import math
+import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,10 +60,21 @@ FILE_TYPES: dict[int, str] = {
     29: "IQ2_M", 30: "IQ4_XS", 31: "IQ1_M", 32: "BF16",
 }  # fmt: skip
 
-# Metadata value types: struct format for scalars.
+# Metadata value types: struct format for scalars, and the names the GGUF spec gives every type.
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 _STRING, _ARRAY = 8, 9
+_TYPE_NAMES = {
+    0: "UINT8", 1: "INT8", 2: "UINT16", 3: "INT16", 4: "UINT32", 5: "INT32", 6: "FLOAT32", 7: "BOOL",
+    8: "STRING", 9: "ARRAY", 10: "UINT64", 11: "INT64", 12: "FLOAT64",
+}  # fmt: skip
 _KEEP_ARRAY_MAX = 64  # longer arrays (the vocabulary) are skipped, only their length is kept
+_MAX_STRING = 1 << 26  # no key or value is near 64 MiB; a longer one is a corrupt length, not text
+_MAX_DIMS = 4  # GGML_MAX_DIMS: llama.cpp refuses tensors with more
+_INT64_MAX = 2**63 - 1
+# The fewest bytes one entry can take, so a count can be checked against the bytes left before any loop:
+# a key/value pair is a key length (8), a type (4) and at least a one-byte value; a tensor is a name length (8),
+# n_dims (4), a type (4) and an offset (8).
+_MIN_KV_BYTES, _MIN_TENSOR_BYTES, _MIN_STRING_BYTES = 13, 24, 8
 
 
 @dataclass
@@ -76,25 +89,27 @@ class GGUFInfo:
 
     @property
     def architecture(self) -> str:
-        return str(self.metadata.get("general.architecture", "unknown"))
+        value = self.metadata.get("general.architecture")
+        return value if isinstance(value, str) else "unknown"
 
     @property
     def name(self) -> str | None:
-        return self.metadata.get("general.name")
+        value = self.metadata.get("general.name")
+        return value if isinstance(value, str) else None
 
     @property
     def context_length(self) -> int | None:
-        value = self.metadata.get(f"{self.architecture}.context_length")
-        return int(value) if value is not None else None
+        return _as_int(self.metadata.get(f"{self.architecture}.context_length"))
 
     @property
     def chat_template(self) -> str | None:
-        return self.metadata.get("tokenizer.chat_template")
+        value = self.metadata.get("tokenizer.chat_template")
+        return value if isinstance(value, str) else None
 
     @property
     def quantization(self) -> str | None:
-        file_type = self.metadata.get("general.file_type")
-        return FILE_TYPES.get(int(file_type), f"type {file_type}") if file_type is not None else None
+        file_type = _as_int(self.metadata.get("general.file_type"))
+        return FILE_TYPES.get(file_type, f"type {file_type}") if file_type is not None else None
 
     @property
     def vocab_size(self) -> int | None:
@@ -105,74 +120,139 @@ class _Reader:
     """Sequential reads over a file through a growing in-memory buffer (headers are parsed, never mapped).
 
     The vocabulary array alone holds up to ~260k strings; walking it with one ``read`` call per string
-    took ~0.3 s for Gemma, in memory it takes a few milliseconds.
+    took ~0.3 s for Gemma, in memory it takes a few milliseconds. Every length and count is checked against
+    the bytes left in the file before anything is read or allocated: the header is untrusted input.
     """
 
     _CHUNK = 4 * 1024 * 1024
 
-    def __init__(self, handle: BinaryIO, path: Path):
+    def __init__(self, handle: BinaryIO, path: Path, file_size: int, start: int):
         self.handle = handle
         self.path = path
+        self.file_size = file_size
+        self.start = start  # file offset of buffer[0]
         self.buffer = bytearray()
         self.pos = 0
 
-    def _fill(self, size: int) -> None:
+    def left(self) -> int:
+        return self.file_size - self.start - self.pos
+
+    def corrupt(self, what: str) -> ModelFileError:
+        return ModelFileError(
+            f"{self.path} has a corrupt GGUF header ({what}, at byte {self.start + self.pos:,}): "
+            "the file is damaged or not a real model; re-download or reinstall it"
+        )
+
+    def need(self, size: int, what: str) -> None:
+        """Raise unless ``size`` more bytes exist in the file (not only in the buffer)."""
+        if size > self.left():
+            raise ModelFileError(
+                f"{self.path} is truncated inside its GGUF header, or corrupt: {what} at byte "
+                f"{self.start + self.pos:,} needs {size:,} bytes but {max(self.left(), 0):,} are left; "
+                "re-download or reinstall the model"
+            )
+
+    def _fill(self, size: int, what: str) -> None:
+        self.need(size, what)
         while len(self.buffer) - self.pos < size:
-            data = self.handle.read(max(self._CHUNK, size))
-            if not data:
+            data = self.handle.read(max(self._CHUNK, size - (len(self.buffer) - self.pos)))
+            if not data:  # the file shrank since it was measured
                 raise ModelFileError(
                     f"{self.path} is truncated inside its GGUF header: re-download or reinstall the model"
                 )
             self.buffer += data
 
     def tell(self) -> int:
-        return self.pos
+        return self.start + self.pos
 
-    def read(self, size: int) -> bytes:
-        self._fill(size)
+    def read(self, size: int, what: str) -> bytes:
+        self._fill(size, what)
         data = bytes(self.buffer[self.pos : self.pos + size])
         self.pos += size
         return data
 
-    def unpack(self, fmt: str) -> Any:
+    def unpack(self, fmt: str, what: str) -> Any:
         size = struct.calcsize(fmt)
-        self._fill(size)
+        self._fill(size, what)
         value = struct.unpack_from(fmt, self.buffer, self.pos)[0]
         self.pos += size
         return value
 
-    def string(self) -> str:
-        length = self.unpack("<Q")
-        if length > 1 << 26:
-            raise ModelFileError(f"{self.path} has a corrupt GGUF header (string of {length} bytes)")
-        return self.read(length).decode("utf-8", errors="replace")
+    def string(self, what: str) -> str:
+        length = self.unpack("<Q", f"the length of {what}")
+        if length > _MAX_STRING:
+            raise self.corrupt(f"{what} claims {length:,} bytes")
+        return self.read(length, what).decode("utf-8", errors="replace")
 
-    def value(self, value_type: int) -> Any:
+    def value(self, value_type: int, what: str) -> Any:
         if value_type in _SCALARS:
-            return self.unpack(_SCALARS[value_type])
+            return self.unpack(_SCALARS[value_type], what)
         if value_type == _STRING:
-            return self.string()
-        raise ModelFileError(f"{self.path} has a corrupt GGUF header (metadata type {value_type})")
+            return self.string(what)
+        raise self.corrupt(f"{what} has unknown type {value_type}")
 
-    def skip_value(self, value_type: int, count: int) -> None:
-        if value_type in _SCALARS:
-            size = struct.calcsize(_SCALARS[value_type]) * count
-            self._fill(size)
-            self.pos += size
-            return
-        if value_type != _STRING:
-            raise ModelFileError(f"{self.path} has a corrupt GGUF header (array of type {value_type})")
+    def array(self, key: str) -> tuple[list[Any] | None, int]:
+        """(the items, or None when skipped, and the count) of the array whose type and count come next."""
+        what = f"array {_shown(key)}"
+        item_type = self.unpack("<I", f"the item type of {what}")
+        count = self.unpack("<Q", f"the length of {what}")
+        if item_type not in _SCALARS and item_type != _STRING:
+            kind = "arrays of arrays" if item_type == _ARRAY else f"items of unknown type {item_type}"
+            raise self.corrupt(f"{what} holds {kind}")
+        item_size = struct.calcsize(_SCALARS[item_type]) if item_type in _SCALARS else _MIN_STRING_BYTES
+        self.need(count * item_size, f"{what} of {count:,} {_TYPE_NAMES[item_type]} values")
+        if count <= _KEEP_ARRAY_MAX:
+            return [self.value(item_type, f"item {index} of {what}") for index in range(count)], count
+        if item_type in _SCALARS:
+            self._fill(count * item_size, what)
+            self.pos += count * item_size
+        else:
+            self._skip_strings(count, what)
+        return None, count
+
+    def _skip_strings(self, count: int, what: str) -> None:
         unpack_length = struct.Struct("<Q").unpack_from
         buffer, pos = self.buffer, self.pos  # a bytearray grows in place, so the alias stays valid
-        for _ in range(count):
+        for index in range(count):
             if len(buffer) - pos < 8:
                 self.pos = pos
-                self._fill(8)
-            pos += 8 + unpack_length(buffer, pos)[0]
-            if pos > len(buffer):
+                self._fill(8, f"item {index} of {what}")
+            length = unpack_length(buffer, pos)[0]
+            pos += 8
+            if length > _MAX_STRING or len(buffer) - pos < length:
                 self.pos = pos
-                self._fill(0)
+                if length > _MAX_STRING:
+                    raise self.corrupt(f"item {index} of {what} claims {length:,} bytes")
+                self._fill(length, f"item {index} of {what}")
+            pos += length
         self.pos = pos
+
+
+def _shown(key: str) -> str:
+    """A metadata key for a message: quoted, escaped, and short (it comes from the file)."""
+    return repr(key if len(key) <= 60 else key[:59] + "…")
+
+
+def _as_int(value: Any) -> int | None:
+    """An integer metadata value as int; None when the file stores something else there."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _alignment(metadata: dict[str, Any], reader: _Reader) -> int:
+    """general.alignment, which llama.cpp requires to be a power of two when it is set."""
+    if "general.alignment" not in metadata:
+        return DEFAULT_ALIGNMENT
+    value = metadata["general.alignment"]
+    alignment = _as_int(value)
+    if alignment is None or alignment <= 0 or alignment & (alignment - 1):
+        raise reader.corrupt(f"general.alignment is {value!r}, not a power of two")
+    return alignment
 
 
 def read_gguf(path: str | Path) -> GGUFInfo:
@@ -182,59 +262,64 @@ def read_gguf(path: str | Path) -> GGUFInfo:
         raise ModelFileError(f"model file {path} does not exist: check the path or reinstall the model")
     if path.is_dir():
         raise ModelFileError(f"{path} is a directory, not a .gguf file")
-    file_size = path.stat().st_size
-    with path.open("rb") as handle:
-        magic = handle.read(4)
-        if magic != GGUF_MAGIC:
-            raise ModelFileError(
-                f"{path} is not a GGUF file (it starts with {magic!r}, not b'GGUF'): "
-                "tuitune runs llama.cpp GGUF models; convert or download a .gguf"
-            )
-        reader = _Reader(handle, path)
-        version = reader.unpack("<I")
-        if version not in (2, 3):
-            raise ModelFileError(f"{path} uses GGUF version {version}; tuitune reads versions 2 and 3")
-        tensor_count = reader.unpack("<Q")
-        kv_count = reader.unpack("<Q")
-        metadata: dict[str, Any] = {}
-        array_lengths: dict[str, int] = {}
-        for _ in range(kv_count):
-            key = reader.string()
-            value_type = reader.unpack("<I")
-            if value_type == _ARRAY:
-                item_type = reader.unpack("<I")
-                count = reader.unpack("<Q")
-                array_lengths[key] = count
-                if count <= _KEEP_ARRAY_MAX and item_type != _ARRAY:
-                    metadata[key] = [reader.value(item_type) for _ in range(count)]
-                else:
-                    reader.skip_value(item_type, count)
-            else:
-                metadata[key] = reader.value(value_type)
-        data_end = 0
-        size_known = True
-        for _ in range(tensor_count):
-            reader.string()
-            n_dims = reader.unpack("<I")
-            dims = [reader.unpack("<Q") for _ in range(n_dims)]
-            tensor_type = reader.unpack("<I")
-            offset = reader.unpack("<Q")
-            block = _TYPE_BLOCKS.get(tensor_type)
-            if block is None:
-                size_known = False
-                continue
-            elements = 1
-            for dim in dims:
-                elements *= dim
-            data_end = max(data_end, offset + elements // block[0] * block[1])
-        alignment = int(metadata.get("general.alignment", DEFAULT_ALIGNMENT))
-        header_end = reader.tell()
-    data_start = (header_end + alignment - 1) // alignment * alignment
-    expected = data_start + data_end if size_known else None
-    info = GGUFInfo(path, version, metadata, tensor_count, file_size, expected, array_lengths)
-    if expected is not None and file_size < expected:
+    try:
+        with path.open("rb") as handle:
+            file_size = os.fstat(handle.fileno()).st_size
+            magic = handle.read(4)
+            if magic != GGUF_MAGIC:
+                raise ModelFileError(
+                    f"{path} is not a GGUF file (it starts with {magic!r}, not b'GGUF'): "
+                    "tuitune runs llama.cpp GGUF models; convert or download a .gguf"
+                )
+            info = _read_header(_Reader(handle, path, file_size, len(magic)), path, file_size)
+    except OSError as error:
+        raise ModelFileError(f"cannot read {path} ({error.strerror or error}); check its permissions") from None
+    if info.expected_size is not None and file_size < info.expected_size:
         raise ModelFileError(
-            f"{path} is truncated ({file_size:,} of {expected:,} bytes): "
+            f"{path} is truncated ({file_size:,} of {info.expected_size:,} bytes): "
             "the download or copy did not finish; delete it and fetch the model again"
         )
     return info
+
+
+def _read_header(reader: _Reader, path: Path, file_size: int) -> GGUFInfo:
+    version = reader.unpack("<I", "the version")
+    if version not in (2, 3):
+        raise ModelFileError(f"{path} uses GGUF version {version}; tuitune reads versions 2 and 3")
+    tensor_count = reader.unpack("<Q", "the tensor count")
+    kv_count = reader.unpack("<Q", "the metadata count")
+    reader.need(kv_count * _MIN_KV_BYTES, f"the metadata table of {kv_count:,} entries")
+    metadata: dict[str, Any] = {}
+    array_lengths: dict[str, int] = {}
+    for index in range(kv_count):
+        key = reader.string(f"the name of metadata entry {index}")
+        value_type = reader.unpack("<I", f"the type of {_shown(key)}")
+        if value_type == _ARRAY:
+            items, array_lengths[key] = reader.array(key)
+            if items is not None:
+                metadata[key] = items
+        else:
+            metadata[key] = reader.value(value_type, f"metadata {_shown(key)}")
+    reader.need(tensor_count * _MIN_TENSOR_BYTES, f"the tensor table of {tensor_count:,} tensors")
+    data_end = 0
+    size_known = True
+    for index in range(tensor_count):
+        name = reader.string(f"the name of tensor {index}")
+        n_dims = reader.unpack("<I", f"the dimension count of tensor {_shown(name)}")
+        if n_dims > _MAX_DIMS:
+            raise reader.corrupt(f"tensor {_shown(name)} has {n_dims:,} dimensions; GGML allows {_MAX_DIMS}")
+        dims = [reader.unpack("<Q", f"a dimension of tensor {_shown(name)}") for _ in range(n_dims)]
+        tensor_type = reader.unpack("<I", f"the type of tensor {_shown(name)}")
+        offset = reader.unpack("<Q", f"the offset of tensor {_shown(name)}")
+        elements = math.prod(dims)
+        if elements > _INT64_MAX:
+            raise reader.corrupt(f"tensor {_shown(name)} has {elements:,} elements, more than any file can hold")
+        block = _TYPE_BLOCKS.get(tensor_type)
+        if block is None:
+            size_known = False
+            continue
+        data_end = max(data_end, offset + elements // block[0] * block[1])
+    alignment = _alignment(metadata, reader)
+    data_start = (reader.tell() + alignment - 1) // alignment * alignment
+    expected = data_start + data_end if size_known else None
+    return GGUFInfo(path, version, metadata, tensor_count, file_size, expected, array_lengths)

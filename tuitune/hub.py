@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from email.message import Message
 from http.client import HTTPResponse
 from pathlib import Path
+from urllib.parse import urljoin
 
+from tuitune.containment import check_repo_file, check_repo_id, check_revision
 from tuitune.errors import TuituneError
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -79,6 +81,17 @@ class RemoteFile:
     download_url: str
 
 
+def check_web_url(url: str, what: str = "a request") -> str:
+    """Refuse any URL that is not http(s): a mirror or redirect saying ``file:///…`` must not read local files."""
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    if scheme not in ("http", "https"):
+        raise HubError(
+            f"refusing {what} to a {scheme or 'scheme-less'} URL: tuitune fetches only http(s); "
+            "check HF_ENDPOINT and any mirror or proxy in between"
+        )
+    return url
+
+
 class _KeepRedirects(urllib.request.HTTPRedirectHandler):
     """Hand redirects back to the caller: HEAD must not turn into GET, and the token must not follow."""
 
@@ -112,6 +125,7 @@ class HubClient:
 
     def open(self, method: str, url: str, headers: dict[str, str] | None = None) -> HTTPResponse:
         """One request, no redirects followed; HTTP errors come back as responses, network errors raise."""
+        check_web_url(url)
         request = urllib.request.Request(url, method=method, headers=self._headers(url, headers))
         try:
             return self._opener.open(request, timeout=self.timeout)
@@ -151,14 +165,17 @@ class HubClient:
     def file_metadata(self, repo: str, filename: str, revision: str = "main") -> RemoteFile:
         """HEAD the file's resolve URL. A redirect that carries ``X-Linked-*`` headers points at where an LFS
         file's bytes live (a CDN), and the metadata comes from the redirect itself; other redirects (a
-        renamed repo) are followed."""
+        renamed repo) are followed. Only http(s) redirects are: a ``file://`` one would read local files."""
+        check_repo_id(repo)
+        check_repo_file(filename)
+        check_revision(revision)
         url = self.resolve_url(repo, filename, revision)
         for _ in range(5):
             response = self.open("HEAD", url)
             response.close()
             headers = response.headers
             if 300 <= response.status < 400 and headers.get("Location"):
-                location = urllib.parse.urljoin(url, headers["Location"])
+                location = check_web_url(urljoin(url, headers["Location"]), f"the redirect for {filename} in {repo}")
                 if headers.get("X-Linked-Etag") or headers.get("X-Linked-Size"):
                     return self._remote_file(repo, filename, revision, headers, location)
                 url = location
@@ -184,7 +201,11 @@ class HubClient:
         )
 
     def list_files(self, repo: str, revision: str = "main") -> dict[str, int | None]:
-        """File name → size for every file in the repo at ``revision`` (the model info API)."""
+        """File name → size for every file in the repo at ``revision`` (the model info API).
+
+        The names are the server's word: callers check the ones they use (``containment.check_repo_file``)."""
+        check_repo_id(repo)
+        check_revision(revision)
         url = f"{self.endpoint}/api/models/{repo}/revision/{urllib.parse.quote(revision, safe='')}?blobs=true"
         response = self.open("GET", url)
         with response:

@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 
 from tuitune.catalog import Catalog, ModelEntry
+from tuitune.containment import UnsafeNameError, check_repo_file, check_repo_id, check_revision, contained, is_contained
 from tuitune.errors import ModelFileError, TuituneError
 from tuitune.paths import app_dirs
 
@@ -36,24 +37,29 @@ def models_cache_dir() -> Path:
 
 
 def hf_dir(entry: ModelEntry) -> Path:
-    """Where an ``hf`` model's file goes: ``cache/models/hf/ORG--NAME/REVISION/``."""
+    """Where an ``hf`` model's file goes: ``cache/models/hf/ORG--NAME/REVISION/`` (checked to stay there)."""
     source = entry.source
     assert source is not None and source.kind == "hf"
-    return models_cache_dir() / "hf" / source.repo.replace("/", "--") / source.revision.replace("/", "--")
+    repo, revision = check_repo_id(source.repo), check_revision(source.revision)
+    return contained(models_cache_dir() / "hf", repo.replace("/", "--"), revision.replace("/", "--"))
 
 
 def hf_local_file(entry: ModelEntry) -> Path | None:
-    """The downloaded (complete, verified) file of an ``hf`` model, or None. Partial files never match."""
+    """The downloaded (complete, verified) file of an ``hf`` model, or None. Partial files never match.
+
+    Only a file inside the model's cache directory counts: one a hostile name points at elsewhere never does."""
     source = entry.source
     directory = hf_dir(entry)
     if source.file is not None:
-        path = directory / source.file
+        path = contained(directory, check_repo_file(source.file))
         return path if path.is_file() else None
     if not directory.is_dir():
         return None
     pattern = source.pattern.lower()
     matches = sorted(
-        path for path in directory.iterdir() if path.suffix == ".gguf" and fnmatch.fnmatch(path.name.lower(), pattern)
+        path
+        for path in directory.iterdir()
+        if path.suffix == ".gguf" and fnmatch.fnmatch(path.name.lower(), pattern) and is_contained(directory, path)
     )
     return matches[0] if matches else None
 
@@ -96,7 +102,10 @@ def is_installed(entry: ModelEntry, catalog: Catalog | None = None) -> bool:
     if source.kind == "path":
         return source.path is not None and source.path.exists()
     if source.kind == "hf":
-        return hf_local_file(entry) is not None
+        try:
+            return hf_local_file(entry) is not None
+        except UnsafeNameError:  # a listing shows it as not installed; pulling or running it says why
+            return False
     package_dir = _package_dir(source.module)
     if package_dir is None:
         return False

@@ -18,11 +18,12 @@ from pathlib import Path
 from tuitune.engines.base import Message
 from tuitune.errors import SuiteError
 from tuitune.evals.checks import Check, parse_check
+from tuitune.untrusted import LimitError, toml_loads
 
 _SUITE_FIELDS = {"name", "description", "prompt", "check"}
 _PROMPT_FIELDS = {"id", "text", "messages", "mode", "note", "group", "check"}
 _ROLES = ("system", "user", "assistant")
-_HEADER = re.compile(r"^\s*\[\[\s*([A-Za-z0-9_.\s]+?)\s*\]\]\s*(?:#.*)?$")
+_HEADER = re.compile(r"^\s*\[\[([^\[\]]*)\]\]\s*(?:#.*)?$")  # linear: the old lazy group backtracked cubically
 
 
 @dataclass(frozen=True)
@@ -89,10 +90,14 @@ def load_suite(path: str | Path) -> Suite:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise SuiteError(f"cannot read suite {path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise SuiteError(f"{path}: not UTF-8 text; save the suite as UTF-8") from None
     try:
-        data = tomllib.loads(text)
+        data = toml_loads(text)
     except tomllib.TOMLDecodeError as error:
         raise SuiteError(f"{path}: TOML syntax error: {error}") from None
+    except LimitError as error:
+        raise SuiteError(f"{path}: {error}") from None
     unknown = set(data) - _SUITE_FIELDS
     if unknown:
         raise SuiteError(
@@ -125,6 +130,8 @@ def load_suite(path: str | Path) -> Suite:
         if not isinstance(group, str):
             raise SuiteError(f'{where}: group must be a string, e.g. group = "control"')
         messages: list[Message] = []
+        if not isinstance(raw.get("messages", []), list):
+            raise SuiteError(f'{where}: messages must be a list, e.g. messages = [{{ role = "user", content = "…" }}]')
         for number, message in enumerate(raw.get("messages", []), 1):
             if (
                 not isinstance(message, dict)

@@ -11,12 +11,13 @@ import codecs
 import ctypes
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from tuitune.engines.base import Generation, LoadControl, Message, Request
 from tuitune.engines.chat_formats import DEFAULT_FALLBACK, FALLBACK_FORMATS
+from tuitune.engines.templates import ChatTemplate, RenderStopped, compile_errors, model_chat_template
 from tuitune.engines.threads import DEFAULT_BUDGET, ThreadBudget
 from tuitune.errors import ContextOverflowError, ModelFileError, StoppedError, TuituneError
 from tuitune.gguf import GGUFInfo, read_gguf
@@ -70,7 +71,9 @@ class LlamaCppEngine:
         adapter_scale: float = 1.0,
         logits_all: bool = False,
         load: LoadControl | None = None,
+        chat_template: str | None = None,
     ):
+        """``chat_template`` (Jinja) replaces the GGUF's own; ``chat_format`` is used when there is neither."""
         self.path = Path(model_path)
         self.info = info or read_gguf(self.path)
         self.model_id = model_id or self.path.stem
@@ -90,6 +93,9 @@ class LlamaCppEngine:
         self._applied_scale: float | None = None  # what the context uses now; None: nothing set yet
         if self.adapter_path is not None:
             self._check_adapter_file(self.adapter_path)  # before loading the base: a bad file fails fast
+        for source in (self.info.chat_template, chat_template):  # before the load: llama.cpp would fail after it
+            if source:
+                ChatTemplate(source, self.model_id)
         self._llm = self._load(load)
         if self.adapter_path is not None:
             try:
@@ -99,7 +105,11 @@ class LlamaCppEngine:
                 raise
         self._threads = budget.threads()
         self._vocab = self._llama_cpp.llama_model_get_vocab(self._llm.model)
-        self._template = self._gguf_template()
+        try:
+            self._template = model_chat_template(self._llm, self.model_id, chat_template)
+        except BaseException:
+            self.close()
+            raise
         from tuitune.engines.llama_control import AbortSwitch
 
         self._abort = AbortSwitch(self._llama_cpp, self._llm.ctx)
@@ -117,7 +127,7 @@ class LlamaCppEngine:
         load = load or LoadControl()
         if load.cancelled:
             raise StoppedError(f"loading {self.model_id} was stopped")
-        with llama_log.python_stderr_to_log(), loading_with_progress(load.report):
+        with llama_log.python_stderr_to_log(), loading_with_progress(load.report), compile_errors(self.model_id):
             try:
                 llm = llama_cpp.Llama(
                     model_path=str(self.path),
@@ -136,20 +146,6 @@ class LlamaCppEngine:
                 ) from None
         llm.verbose = False  # no per-request prints to stderr from the Python side
         return llm
-
-    def _gguf_template(self) -> Any:
-        template = self._llm.metadata.get("tokenizer.chat_template")
-        if not template:
-            return None
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-        model = self._llm._model
-        eos, bos = self._llm.token_eos(), self._llm.token_bos()
-        return Jinja2ChatFormatter(
-            template=template,
-            eos_token=model.token_get_text(eos) if eos != -1 else "",
-            bos_token=model.token_get_text(bos) if bos != -1 else "",
-        )
 
     # -- LoRA adapter (attached to the loaded base, mmap stays on) ---------------------------------
     def _check_adapter_file(self, path: Path) -> None:
@@ -229,17 +225,25 @@ class LlamaCppEngine:
     def tokenize(self, text: str, add_bos: bool = True) -> list[int]:
         return self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
 
-    def render_chat(self, messages: Sequence[Message]) -> tuple[str, tuple[str, ...], bool]:
-        """The prompt text chat mode sends, its stop strings, and whether BOS must still be added."""
+    def render_chat(
+        self, messages: Sequence[Message], should_stop: Callable[[], bool] | None = None
+    ) -> tuple[str, tuple[str, ...], bool]:
+        """The prompt text chat mode sends, its stop strings, and whether BOS must still be added.
+
+        A GGUF template renders within its time and size budget (``tuitune.engines.templates``); its end is
+        found by the vocabulary's end-of-generation tokens, so no stop string is added for it.
+        """
         if self._template is not None:
-            rendered = self._template(messages=[{"role": m.role, "content": m.content} for m in messages])
-            return rendered.prompt, (), False
+            return self._template.render(messages, should_stop=should_stop).prompt, (), False
         prompt, stops = FALLBACK_FORMATS[self._fallback](messages)
         return prompt, stops, True
 
     def _prompt(self, request: Request, generation: Generation) -> tuple[list[int], tuple[str, ...]]:
         if request.mode == "raw":
-            return self.tokenize(request.prompt), ()
+            tokens = self.tokenize(request.prompt)
+            if not tokens:  # llama.cpp would fail an assertion on an empty batch
+                raise TuituneError("the prompt is empty: raw mode needs at least one token")
+            return tokens, ()
         if request.mode != "chat":
             raise TuituneError(f"unknown mode '{request.mode}': use raw or chat")
         if not request.messages:
@@ -248,11 +252,11 @@ class LlamaCppEngine:
             generation.notices.append(
                 f"{self.model_id} has no chat template in its GGUF; chat mode uses the '{self._fallback}' format"
             )
-        try:
-            text, stops, add_bos = self.render_chat(request.messages)
-        except Exception as error:
-            raise TuituneError(f"{self.model_id}'s chat template failed to render: {error}") from None
-        return self.tokenize(text, add_bos=add_bos), stops
+        text, stops, add_bos = self.render_chat(request.messages, should_stop=lambda: generation.cancelled)
+        tokens = self.tokenize(text, add_bos=add_bos)
+        if not tokens:
+            raise TuituneError(f"the chat prompt for {self.model_id} is empty: its chat template rendered no tokens")
+        return tokens, stops
 
     # -- generation --------------------------------------------------------------------------------
     def generate(self, request: Request) -> Generation:
@@ -285,7 +289,12 @@ class LlamaCppEngine:
         started = time.perf_counter()
         sampling = request.sampling
         stats = generation.stats
-        tokens, format_stops = self._prompt(request, generation)
+        try:
+            tokens, format_stops = self._prompt(request, generation)
+        except RenderStopped:
+            stats.finish_reason, stats.stopped_during = "cancelled", "reading"
+            stats.total_s = time.perf_counter() - started
+            return
         stats.prompt_tokens = len(tokens)
         if len(tokens) >= self._n_ctx:
             raise ContextOverflowError(self.model_id, len(tokens), self._n_ctx, self.info.context_length)

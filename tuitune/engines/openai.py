@@ -3,7 +3,8 @@
 Standard library only (``http.client``), so the app starts without an HTTP package and the request is
 exactly what is written here. The API key is read from the environment variable the catalog names, at
 request time, and goes only into the ``Authorization`` header of requests to ``base_url``: it is never
-stored on the engine, printed, logged or written to history. Every failure becomes a one-line
+stored on the engine, printed, logged or written to history; a server that echoes it back (in an error, a
+model id or the answer itself) has it replaced by a marker (``server_text``). Every failure becomes a one-line
 ``EndpointError`` that names the endpoint and what to do, shown inside the pane that asked.
 """
 
@@ -23,6 +24,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tuitune.engines.base import Generation, Request, Sampling
+from tuitune.engines.server_text import (
+    KeyScrubber,
+    endpoint_key,
+    error_text,
+    one_line,
+    retry_after_seconds,
+    scrub,
+)
 from tuitune.errors import TuituneError
 
 if TYPE_CHECKING:
@@ -122,26 +131,7 @@ class _Http:
 
 def _scrub(text: str, endpoint: Endpoint) -> str:
     """Server text for a one-line message: printable, short, and never containing the key."""
-    key = os.environ.get(endpoint.api_key_env, "") if endpoint.api_key_env else ""
-    if key:
-        text = text.replace(key, "***")
-    text = "".join(ch if ch.isprintable() else " " for ch in text)
-    text = " ".join(text.split())
-    return text[:200] + ("…" if len(text) > 200 else "")
-
-
-def _error_text(body: bytes) -> str:
-    """The server's own error message from an OpenAI-style ``{"error": {"message": …}}`` body, or the body."""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return body.decode("utf-8", "replace")
-    if isinstance(data, dict):
-        error = data.get("error", data.get("detail", data))
-        if isinstance(error, dict):
-            return str(error.get("message") or error)
-        return str(error)
-    return str(data)
+    return one_line(text, endpoint_key(endpoint.api_key_env))
 
 
 class OpenAIEngine:
@@ -222,7 +212,7 @@ class OpenAIEngine:
                 raise self._network_error(error) from None
             if response.status == 200:
                 return connection, response
-            text = _scrub(_error_text(response.read()), endpoint)
+            text = _scrub(error_text(response.read()), endpoint)
             connection.close()
             if response.status == 400 and self._send_extras and any(name in text for name in OPTIONAL_FIELDS):
                 self._send_extras = False
@@ -231,7 +221,7 @@ class OpenAIEngine:
                 )
                 continue
             if response.status == 429:
-                wait = _retry_after(response.getheader("Retry-After"))
+                wait = retry_after_seconds(response.getheader("Retry-After"))
                 if wait is not None and wait <= MAX_AUTO_RETRY_AFTER_S and retries < 2:
                     retries += 1
                     generation.notices.append(f"{endpoint.name} asked to wait {wait:g} s (429); retried")
@@ -249,6 +239,7 @@ class OpenAIEngine:
         finish = "length"
         finished = False  # a finish_reason arrived
         usage: dict[str, Any] | None = None
+        scrubber = KeyScrubber(endpoint_key(self.endpoint.api_key_env))  # a server may echo the key in the answer
         try:
             connection, response = self._open_stream(request, generation, stats.seed)
         except _Cancelled:
@@ -281,7 +272,8 @@ class OpenAIEngine:
                     if first_at is None:
                         first_at = last_at
                     count += 1
-                    yield piece
+                    if shown := scrubber.feed(piece):
+                        yield shown
                 reason = choice.get("finish_reason")
                 if reason:
                     finish = "length" if reason == "length" else "stop"
@@ -292,6 +284,10 @@ class OpenAIEngine:
             finish = "cancelled"
         except GeneratorExit:
             finish = "cancelled"
+            raise
+        except EndpointError:
+            if tail := scrubber.finish():  # the text so far is kept, with the tail held back for the key check
+                yield tail
             raise
         finally:
             connection.close()
@@ -305,6 +301,8 @@ class OpenAIEngine:
                 stats.ttft_s = first_at - started
                 if count > 1 and last_at > first_at:
                     stats.decode_tokens_per_s = (stats.completion_tokens - 1) / (last_at - first_at)
+        if tail := scrubber.finish():
+            yield tail
 
     def _events(self, response, connection: _Http, generation: Generation) -> Iterator[dict[str, Any]]:
         """Server-sent events: ``data: {json}`` lines until ``data: [DONE]`` (or the stream simply ends)."""
@@ -342,7 +340,7 @@ class OpenAIEngine:
             if not isinstance(event, dict):
                 raise self._malformed(data)
             if "error" in event:
-                message = _scrub(_error_text(data.encode("utf-8")), self.endpoint)
+                message = _scrub(error_text(data.encode("utf-8")), self.endpoint)
                 raise EndpointError(f"{self.endpoint.name}: the server reported an error mid-answer: {message}")
             saw_event = True
             yield event
@@ -386,7 +384,7 @@ class OpenAIEngine:
                 fix = f"the server wants a key: `tuitune endpoint add {endpoint.name} … --api-key-env VAR`"
             return EndpointError(f"{where} refused the request ({status}, unauthorized){detail}; {fix}")
         if status == 404:
-            if path == "/completions":
+            if path == "/completions" and "does not exist" not in text:  # not the model: the route is missing
                 return EndpointError(
                     f"{where} has no /completions for model '{endpoint.model}' (404){detail}; "
                     "raw mode needs it: use chat mode with this endpoint"
@@ -396,7 +394,7 @@ class OpenAIEngine:
                 f"`tuitune endpoint test {endpoint.name}` lists the server's models"
             )
         if status == 429:
-            wait = _retry_after(retry_after)
+            wait = retry_after_seconds(retry_after)
             when = f"retry in {wait:g} s" if wait is not None else "wait a moment and retry"
             return EndpointError(f"{where} is rate limiting (429){detail}; {when}")
         if status >= 500:
@@ -414,11 +412,12 @@ class OpenAIEngine:
             except (OSError, http.client.HTTPException) as error:
                 raise self._network_error(error) from None
             if response.status != 200:
-                text = _scrub(_error_text(body), self.endpoint)
+                text = _scrub(error_text(body), self.endpoint)
                 raise self._http_error(response.status, text, "/models", response.getheader("Retry-After"))
             try:
                 data = json.loads(body)
-                return [str(item["id"]) for item in data["data"]]
+                key = endpoint_key(self.endpoint.api_key_env)
+                return [scrub(str(item["id"]), key) for item in data["data"]]
             except (ValueError, KeyError, TypeError):
                 raise self._malformed(body.decode("utf-8", "replace")) from None
         finally:
@@ -427,18 +426,3 @@ class OpenAIEngine:
 
 class _Cancelled(Exception):
     """The request was cancelled while waiting on the network."""
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds; an HTTP date is rare from these servers)."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        from email.utils import parsedate_to_datetime
-
-        try:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None

@@ -12,16 +12,16 @@ import io
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from tuitune.evals.results import Cell, Column, ColumnSummary, EvalResults
 from tuitune.safe_text import inert
 
 if TYPE_CHECKING:
     from tuitune.evals.loss import LossResult
-    from tuitune.evals.runner import Cell, Column, ColumnSummary, EvalReport
 
 DIFFERS = "≠"
 
 
-def _settings(report: EvalReport) -> str:
+def _settings(report: EvalResults) -> str:
     """One line saying how the answers were sampled, so a saved report says what produced it."""
     parts = [f"{_plural(len(report.prompts), 'prompt')} × {_plural(len(report.columns), 'column')}"]
     sampling = report.sampling
@@ -57,11 +57,11 @@ def _stability(summary: ColumnSummary, repeat: int) -> str:
     return f"{summary.stability * repeat:.1f}/{repeat}" if summary.stability else "-"
 
 
-def _groups(report: EvalReport) -> list[str]:
+def _groups(report: EvalResults) -> list[str]:
     return list(dict.fromkeys(prompt.group for prompt in report.prompts if prompt.group))
 
 
-def _summary_rows(report: EvalReport) -> tuple[list[str], list[list[str]]]:
+def _summary_rows(report: EvalResults) -> tuple[list[str], list[list[str]]]:
     groups = _groups(report)
     header = ["column", "pass rate", "prompts passed", "checks passed", "mean repetition", "tok/s",
               "distinct answers / runs", *groups]  # fmt: skip
@@ -94,7 +94,7 @@ def verdict(cell: Cell | None, repeat: int = 1) -> str:
     return f"{text} ({cell.distinct}/{repeat})" if repeat > 1 else text
 
 
-def _matrix_rows(report: EvalReport) -> tuple[list[str], list[list[str]]]:
+def _matrix_rows(report: EvalResults) -> tuple[list[str], list[list[str]]]:
     groups = bool(_groups(report))
     header = ["prompt", *(["group"] if groups else []), *(column.label for column in report.columns)]
     rows = []
@@ -104,7 +104,7 @@ def _matrix_rows(report: EvalReport) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def _failures(report: EvalReport) -> list[str]:
+def _failures(report: EvalResults) -> list[str]:
     """One line per cell that did not pass: which checks failed and why (the checks never quote the answer).
 
     A column whose every prompt failed with the same error (a model that did not load) gets one line.
@@ -128,7 +128,7 @@ def _failures(report: EvalReport) -> list[str]:
     return lines
 
 
-def _column_keys(report: EvalReport, column: Column) -> list[tuple[str, str]]:
+def _column_keys(report: EvalResults, column: Column) -> list[tuple[str, str]]:
     return [(prompt.id, column.label) for prompt in report.prompts]
 
 
@@ -144,7 +144,7 @@ def _table(header: list[str], rows: list[list[str]], right: set[int], marks: Seq
     return [line(header), *(line(row, marks[i] if gutter else " ") for i, row in enumerate(rows))]
 
 
-def format_text(report: EvalReport) -> str:
+def format_text(report: EvalResults) -> str:
     """For the terminal: the scoreboard, then the per-prompt matrix, then what failed and why."""
     differing = report.differing_prompts()
     header, rows = _summary_rows(report)
@@ -181,7 +181,7 @@ def _md_table(header: list[str], rows: list[list[str]], right: set[int]) -> list
     ]
 
 
-def to_markdown(report: EvalReport) -> str:
+def to_markdown(report: EvalResults) -> str:
     """The scoreboard and the matrix of verdicts as Markdown tables; the answers are not included."""
     lines = [f"# Eval: {_md(report.suite)}", "", _md(_settings(report)), "", "## Scoreboard", ""]
     header, rows = _summary_rows(report)
@@ -199,7 +199,7 @@ def to_markdown(report: EvalReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_csv(report: EvalReport) -> str:
+def to_csv(report: EvalResults) -> str:
     """One row per (prompt, column): scores, every check's pass/fail (a column per check label), speed."""
     labels = list(dict.fromkeys(check.label() for prompt in report.prompts for check in prompt.checks))
     out = io.StringIO()
@@ -253,3 +253,16 @@ def format_loss_table(results: Sequence[LossResult]) -> str:
         for result in results
     ]
     return inert("\n".join(_table(header, rows, right=set(range(1, len(header))))))
+
+
+class EvalReport(EvalResults):
+    """An eval's results with their renderings: what the runner returns, and what the CLI and the TUI save."""
+
+    def to_markdown(self) -> str:
+        return to_markdown(self)
+
+    def to_csv(self) -> str:
+        return to_csv(self)
+
+    def format_text(self) -> str:
+        return format_text(self)

@@ -7,10 +7,12 @@ converted again. torch and transformers are imported inside the functions: the a
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +26,51 @@ MARKER = "tuitune-source.json"
 FORMAT_VERSION = 1  # bump to rebuild every cached conversion after a change in how it is made
 
 _lock = threading.Lock()
+SPACE_MARGIN_BYTES = 64 << 20  # config, tokenizer-free extras, and room left for logs and the history database
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def free_bytes(directory: Path) -> int:
+    return shutil.disk_usage(directory).free
+
+
+def estimated_size(gguf: Path) -> int:
+    """Bytes the fp32 safetensors will take: 4 per weight in the GGUF's tensor table (within 1 % here).
+
+    Without the ``gguf`` package, 8x the file (a 4-bit GGUF holds ~4.5 bits per weight) errs on the safe side."""
+    try:
+        from gguf import GGUFReader
+
+        return 4 * sum(int(tensor.n_elements) for tensor in GGUFReader(str(gguf)).tensors)
+    except Exception:  # any reader failure falls back to the estimate; transformers says why later
+        return 8 * gguf.stat().st_size
+
+
+def check_conversion_space(directory: Path, needed: int, cache_id: str, free: Callable[[Path], int]) -> None:
+    """Refuse before converting: a full disk halfway through a save costs minutes and names no numbers."""
+    from tuitune.downloads import DiskSpaceError
+
+    available = free(directory)
+    if needed + SPACE_MARGIN_BYTES > available:
+        raise DiskSpaceError(
+            f"not enough disk space to prepare trainable weights for '{cache_id}': they need about "
+            f"{_human(needed)} and {directory} has {_human(available)} free (plus {_human(SPACE_MARGIN_BYTES)} "
+            "kept spare); free some space or set TUITUNE_CACHE_DIR to a larger disk"
+        )
+
+
+def _human(size: int) -> str:
+    from tuitune.downloads import human_bytes
+
+    return human_bytes(size)
+
+
+def _disk_full(error: BaseException) -> bool:
+    """An OSError for a full disk, or safetensors' own error wrapping one ("… os error 28")."""
+    if isinstance(error, OSError):
+        return error.errno in _DISK_FULL
+    text = str(error)
+    return type(error).__name__ == "SafetensorError" and any(f"os error {code})" in text for code in _DISK_FULL)
 
 
 def weights_cache_dir(model_id: str) -> Path:
@@ -84,11 +131,14 @@ def _convert(gguf: Path, target: Path) -> None:
     del model
 
 
-def trainable_weights(source: ModelEntry | str | Path, model_id: str | None = None) -> Path:
+def trainable_weights(
+    source: ModelEntry | str | Path, model_id: str | None = None, free: Callable[[Path], int] = free_bytes
+) -> Path:
     """A directory ``AutoModelForCausalLM.from_pretrained`` loads in seconds: fp32 weights of ``source``.
 
     ``source`` is a catalog entry or a .gguf path; ``model_id`` names the cache entry (default: the entry's
-    id or the file's stem). Converts on first use (atomically: a temp dir renamed into place).
+    id or the file's stem). Converts on first use (atomically: a temp dir renamed into place), after checking
+    ``free(directory)`` bytes are enough for the estimated output; a disk that fills anyway leaves nothing.
     """
     gguf, cache_id = _resolve(source, model_id)
     if not gguf.is_file():
@@ -101,20 +151,24 @@ def trainable_weights(source: ModelEntry | str | Path, model_id: str | None = No
         target.parent.mkdir(parents=True, exist_ok=True)
         temporary = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         shutil.rmtree(temporary, ignore_errors=True)
+        needed = estimated_size(gguf)
+        check_conversion_space(target.parent, needed, cache_id, free)
         try:
             _convert(gguf, temporary)
             (temporary / MARKER).write_text(json.dumps(stamp, indent=1), encoding="utf-8")
-        except TuituneError:
+        except BaseException as error:  # nothing half-written stays, whatever stopped the conversion
             shutil.rmtree(temporary, ignore_errors=True)
-            raise
-        except OSError as error:
-            shutil.rmtree(temporary, ignore_errors=True)
-            raise TuituneError(
-                f"could not write trainable weights for '{cache_id}' into {target.parent}: "
-                f"{error.strerror or error}; free some disk space (about 4x the GGUF) or set TUITUNE_CACHE_DIR"
-            ) from None
-        except BaseException:
-            shutil.rmtree(temporary, ignore_errors=True)
+            if _disk_full(error):
+                raise TuituneError(
+                    f"the disk filled up while writing trainable weights for '{cache_id}' into {target.parent} "
+                    f"(they need about {_human(needed)}); the partial copy was deleted: free some space or set "
+                    "TUITUNE_CACHE_DIR, then try again"
+                ) from None
+            if isinstance(error, OSError):
+                raise TuituneError(
+                    f"could not write trainable weights for '{cache_id}' into {target.parent}: "
+                    f"{error.strerror or error}; free some disk space (about {_human(needed)}) or set TUITUNE_CACHE_DIR"
+                ) from None
             raise
         if target.exists():
             if _is_current(target, stamp):  # another process finished the same conversion first
@@ -182,6 +236,7 @@ def fetch_hub_weights(entry: ModelEntry, client: Any = None, progress: Any = Non
     GGUF: its vocabulary and hidden size are compared before any training, since the adapter is exported
     against the GGUF and the data is tokenized by it.
     """
+    from tuitune.containment import contained
     from tuitune.downloads import download
     from tuitune.hub import HubClient, HubOfflineError, hub_offline
 
@@ -212,8 +267,8 @@ def fetch_hub_weights(entry: ModelEntry, client: Any = None, progress: Any = Non
     wanted = ["config.json", *shards]
     wanted += [name for name in ("model.safetensors.index.json", "generation_config.json") if name in files]
     directory = hub_weights_dir(entry)
-    for name in wanted:
-        download(client, client.file_metadata(spec.repo, name, spec.revision), directory / name, progress)
+    for name in wanted:  # the names come from the server's listing: each path is checked to stay in directory
+        download(client, client.file_metadata(spec.repo, name, spec.revision), contained(directory, name), progress)
     check_hub_config(directory / "config.json", entry)
     marker = {"repo": spec.repo, "revision": spec.revision, "files": wanted}
     (directory / HUB_WEIGHTS_MARKER).write_text(json.dumps(marker, indent=1), encoding="utf-8")

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from tuitune.engines.base import Message
 from tuitune.errors import DatasetError
+from tuitune.untrusted import LimitError, json_decode, json_loads
 
 ROLES = ("system", "user", "assistant")
 MIN_EXAMPLES = 10  # OpenAI's fine-tuning API refuses fewer; a handful of examples teaches nothing reliable
@@ -328,7 +329,9 @@ def _jsonl_records(text: str) -> Iterator[tuple[int, Any] | Problem]:
         if not raw.strip():
             continue
         try:
-            yield number, json.loads(raw)
+            yield number, json_loads(raw)
+        except LimitError as error:
+            yield Problem(number, f"{error}; an example needs only a few levels and plain numbers: fix this line")
         except json.JSONDecodeError as error:
             hint = "each line of a JSONL file must be one complete JSON object"
             if raw.strip() in ("{", "["):
@@ -338,7 +341,6 @@ def _jsonl_records(text: str) -> Iterator[tuple[int, Any] | Problem]:
 
 def _array_records(text: str) -> Iterator[tuple[int, Any] | Problem]:
     """(line where it starts, value) for each element of a JSON array; stops at the first syntax error."""
-    decoder = json.JSONDecoder()
     counted_to, line = 0, 1
 
     def line_at(position: int) -> int:
@@ -354,11 +356,14 @@ def _array_records(text: str) -> Iterator[tuple[int, Any] | Problem]:
         while True:
             start = position
             try:
-                value, position = decoder.raw_decode(text, position)
+                value, position = json_decode(text, position)
             except json.JSONDecodeError as error:
                 yield Problem(
                     error.lineno, f"invalid JSON ({error.msg} at column {error.colno}); fix the syntax of the array"
                 )
+                return
+            except LimitError as error:
+                yield Problem(line_at(start), f"{error}; an example needs only a few levels and plain numbers: fix it")
                 return
             yield line_at(start), value
             position = _WHITESPACE.match(text, position).end()

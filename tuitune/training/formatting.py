@@ -18,6 +18,7 @@ from typing import Any
 
 from tuitune.engines.base import Message
 from tuitune.engines.chat_formats import DEFAULT_FALLBACK, FALLBACK_FORMATS
+from tuitune.engines.templates import compile_errors, model_chat_template
 from tuitune.errors import TuituneError
 
 IGNORE = -100  # label of a position that carries no loss
@@ -39,29 +40,22 @@ class Sequence:
 class Formatter:
     """Renders and tokenizes like ``LlamaCppEngine`` does, from a vocab-only load of the same GGUF."""
 
-    def __init__(self, gguf_path: Path, chat_format: str | None = None):
+    def __init__(self, gguf_path: Path, chat_format: str | None = None, chat_template: str | None = None):
         from tuitune.engines import llama_log
 
         llama_log.install()
         import llama_cpp
 
-        with llama_log.python_stderr_to_log():
+        with llama_log.python_stderr_to_log(), compile_errors(gguf_path.stem):
             self._llm = llama_cpp.Llama(model_path=str(gguf_path), vocab_only=True, verbose=True, n_ctx=64)
         self._llm.verbose = False
         self._fallback = chat_format or DEFAULT_FALLBACK
-        template = self._llm.metadata.get("tokenizer.chat_template")
-        self._template: Any = None
-        if template:
-            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-            model = self._llm._model
-            eos, bos = self._llm.token_eos(), self._llm.token_bos()
-            self._template = Jinja2ChatFormatter(
-                template=template,
-                eos_token=model.token_get_text(eos) if eos != -1 else "",
-                bos_token=model.token_get_text(bos) if bos != -1 else "",
-            )
-        elif self._fallback not in FALLBACK_FORMATS:
+        try:
+            self._template = model_chat_template(self._llm, gguf_path.stem, chat_template)
+        except BaseException:
+            self.close()
+            raise
+        if self._template is None and self._fallback not in FALLBACK_FORMATS:
             raise TuituneError(f"unknown chat_format '{self._fallback}'; use one of {', '.join(FALLBACK_FORMATS)}")
 
     def close(self) -> None:
@@ -80,8 +74,7 @@ class Formatter:
     def render_prompt(self, messages: list[Message]) -> tuple[str, bool]:
         """The prompt text before the assistant's reply, and whether the tokenizer must add BOS."""
         if self._template is not None:
-            rendered = self._template(messages=[{"role": m.role, "content": m.content} for m in messages])
-            return rendered.prompt, False
+            return self._template.render(messages).prompt, False
         text, _ = FALLBACK_FORMATS[self._fallback](messages)
         return text, True
 

@@ -129,24 +129,66 @@ def read_metrics(directory: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
+def _proc_start(pid: int) -> tuple[str, float] | None:
+    """(state letter, start time as epoch seconds) from /proc; None where there is no /proc (not Linux)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+        boot = next(line for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime "))
+    except (OSError, StopIteration):
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()  # the command name in parentheses may hold spaces
+    try:
+        return fields[0], int(boot.split()[1]) + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (IndexError, ValueError, OSError):
+        return None
+
+
+def pid_alive(pid: int | None, since: float | None = None) -> bool:
+    """Whether ``pid`` is a live process that could have written a file at time ``since`` (epoch seconds).
+
+    A trainer killed with SIGKILL stays a zombie until its parent (the app) reaps it, and ``kill(pid, 0)``
+    still succeeds on a zombie; after a restart the pid may belong to another process, started later (one
+    whose command line names tuitune is trusted whatever its start time: the wall clock may have jumped).
+    """
+    if not isinstance(pid, int) or pid <= 0:
         return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
+        pass
+    proc = _proc_start(pid)
+    if proc is None:
         return True
-    return True
+    state, started = proc
+    if state in ("Z", "X"):  # dead, not yet reaped
+        return False
+    if since is None or started <= since + 2:  # /proc's boot time is whole seconds
+        return True
+    try:
+        return b"tuitune" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def run_status(directory: Path) -> dict[str, Any]:
-    """status.json, with a "running" run whose process is gone reported as "interrupted"."""
-    status = read_json(directory / "status.json") or {"state": "new"}
-    if status.get("state") == "running" and not pid_alive(status.get("pid")):
-        status["state"] = "interrupted"
-        status["message"] = "the training process ended without saying so (killed?); --resume continues it"
+    """status.json, with a "running" run whose process is gone (killed, crashed, machine restarted) reported
+    as "interrupted". Nothing is written back: only the trainer writes its run's files."""
+    path = directory / "status.json"
+    status = read_json(path) or {"state": "new"}
+    if status.get("state") in ("starting", "running"):
+        try:
+            written = path.stat().st_mtime
+        except OSError:
+            written = None
+        if not pid_alive(status.get("pid"), written):
+            status["state"] = "interrupted"
+            step = f" at step {status['step']}" if status.get("step") else ""
+            status["message"] = (
+                f"the training process ended unexpectedly{step} (killed, or the machine restarted); "
+                "--resume continues from the last checkpoint"
+            )
     return status
 
 
@@ -163,5 +205,12 @@ def active_marker() -> Path:
 
 def training_active() -> bool:
     """True while a trainer process is alive: local generation then uses one thread (see engines.threads)."""
-    data = read_json(active_marker())
-    return bool(data) and pid_alive(data.get("pid"))
+    marker = active_marker()
+    data = read_json(marker)
+    if not data:
+        return False
+    try:
+        written = marker.stat().st_mtime
+    except OSError:
+        return False
+    return pid_alive(data.get("pid"), written)

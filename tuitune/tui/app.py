@@ -2,6 +2,9 @@
 
 Startup does no network access and imports no model library: engines load in pane workers after the
 first frame. Keys are rebindable through ``keymap.toml`` in the config directory (binding id = key).
+
+Notifications, titles and palette entries carry model, server, file and history text, so the app makes them
+inert here, once, whichever screen or widget raised them.
 """
 
 from __future__ import annotations
@@ -13,14 +16,19 @@ from collections.abc import Callable, Iterable
 from functools import cache
 from pathlib import Path
 
+from rich.text import Text
 from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.content import Content
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 
 from tuitune.catalog import Catalog, ModelEntry, load_catalog
 from tuitune.engines.base import Engine, LoadControl
 from tuitune.errors import TuituneError
 from tuitune.paths import app_dirs, project_file
+from tuitune.safe_text import inert
+from tuitune.tui.text import literal_markup
 
 # factory(model_id, n_ctx=None, load=None): ``n_ctx`` None is the model's default context; ``load`` reports the
 # load's progress and stops it.
@@ -236,6 +244,30 @@ class TuituneApp(App):
         await self.switch_mode("chat" if conversation.kind == "chat" else "compare")
         await self.screen.load_conversation(conversation)  # type: ignore[attr-defined]
 
+    # -- what reaches the terminal ----------------------------------------------------------------
+    def notify(
+        self,
+        message: str | Text | Content,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
+        """Every toast (``Widget.notify`` lands here too) is made inert; thread-safe like Textual's.
+
+        A Rich ``Text`` (as ``styled`` builds) is shown literally, as its plain text. A string keeps the caller's
+        ``markup`` choice, so text from models, servers or files must come with ``markup=False`` (or as
+        ``styled``). ``inert`` is idempotent: text that was made inert already comes through unchanged.
+        """
+        if isinstance(message, Text | Content):
+            message, markup = message.plain, False
+        super().notify(inert(message), title=inert(title), severity=severity, timeout=timeout, markup=markup)
+
+    def format_title(self, title: str, sub_title: str) -> Content:
+        """The header's title: the app's or a screen's, which may name a model or a conversation."""
+        return super().format_title(inert(title), inert(sub_title))
+
     # -- help and palette --------------------------------------------------------------------------
     def action_help(self) -> None:
         from tuitune.tui.screens.help import HelpScreen
@@ -255,7 +287,8 @@ class TuituneApp(App):
             yield SystemCommand(f"Go to {mode.title()}", help_text, lambda m=mode: self.switch_mode(m))
         yield SystemCommand("Help", "Keys, paths and tips", self.action_help)
         for title, help_text, callback in getattr(screen, "palette_commands", lambda: [])():
-            yield SystemCommand(title, help_text, callback)
+            # the palette reads titles and help as markup: a model id or a conversation title is shown literally
+            yield SystemCommand(literal_markup(title), literal_markup(help_text), callback)
 
 
 @cache

@@ -385,7 +385,11 @@ class ModelsScreen(Screen):
             return
         other = self.entries.get(entry.pair or "")
         if other is None:
-            self.notify(f'{entry.id} has no pair in the catalog (set pair = "…" in models.toml)', severity="warning")
+            self.notify(
+                f'{entry.id} has no pair in the catalog (set pair = "…" in models.toml)',
+                severity="warning",
+                markup=False,
+            )
             return
         pair = [entry, other]
         if is_base_of(other, entry) and not is_base_of(entry, other):

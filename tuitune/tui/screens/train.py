@@ -176,7 +176,8 @@ class TrainScreen(Screen):
             metrics = read_metrics(directory)
             loss = f"{metrics[-1]['loss']:.3f}" if metrics else "-"
             table.add_row(Text(inert(directory.name)), Text(inert(str(config.get("base", "?")))),
-                          status.get("state", "?"), str(status.get("step", 0)), loss, key=directory.name)  # fmt: skip
+                          Text(inert(str(status.get("state", "?")))), Text(inert(str(status.get("step", 0)))), loss,
+                          key=directory.name)  # fmt: skip
 
     @on(DataTable.RowSelected, "#train-runs")
     @on(DataTable.RowHighlighted, "#train-runs")
@@ -272,10 +273,10 @@ class TrainScreen(Screen):
 
     @work(thread=True, exclusive=True, group="train-check")
     def check(self, config: TrainConfig) -> None:
-        from tuitune.cli import _dataset_report
+        from tuitune.training.report import dataset_report
 
         try:
-            reports = [_dataset_report(path, config.base, config.max_length) for path in (config.data, config.val)
+            reports = [dataset_report(path, config.base, config.max_length) for path in (config.data, config.val)
                        if path]  # fmt: skip
             text = "\n\n".join(report.format_text() for report in reports)
             self.post_message(CheckDone(text, all(report.ok for report in reports)))

@@ -1,0 +1,221 @@
+"""The argparse parser: every command, its flags and help text, and the function that runs it."""
+
+from __future__ import annotations
+
+import argparse
+
+from tuitune import __version__
+from tuitune.cli.chat import cmd_chat, cmd_compare
+from tuitune.cli.evaluate import EVAL_MODES, cmd_eval
+from tuitune.cli.models import cmd_models, cmd_paths, cmd_pull, cmd_rm
+from tuitune.cli.remote import cmd_endpoint_add, cmd_endpoint_test, cmd_serve
+from tuitune.cli.training import cmd_data_check, cmd_export_adapter, cmd_train
+from tuitune.errors import TuituneError
+
+DEMO_PAIR = "gemma-3-270m,smollm2-135m-instruct"
+DOG_PROMPT = "Tell me how to train my dog to sit"
+
+
+def _add_sampling_flags(
+    parser: argparse.ArgumentParser, title: str, max_tokens_help: str, temperature_help: str
+) -> None:
+    group = parser.add_argument_group(title)
+    group.add_argument("--max-tokens", type=int, metavar="N", help=max_tokens_help)
+    group.add_argument("--temperature", type=float, metavar="T", help=temperature_help)
+    group.add_argument("--top-p", type=float, metavar="P")
+    group.add_argument("--top-k", type=int, metavar="K")
+    group.add_argument("--min-p", type=float, metavar="P")
+    group.add_argument("--repeat-penalty", type=float, metavar="R", help="default 1.0 (off)")
+    group.add_argument("--seed", metavar="S", help="integer, or 'random' for a fresh seed per answer")
+    group.add_argument("--stop", action="append", metavar="TEXT", help="stop string (repeatable)")
+
+
+def _add_generation_flags(parser: argparse.ArgumentParser) -> None:
+    _add_sampling_flags(parser, "sampling (defaults: temperature 0.7, top-p 0.95, top-k 40, min-p 0.05, seed 42)",
+                        "answer length limit (default 256)", "0 = greedy, deterministic")  # fmt: skip
+    parser.add_argument("--system", metavar="TEXT", help="system prompt (chat mode)")
+    parser.add_argument("--ctx", type=int, metavar="N", help="context size in tokens (default: model's, up to 4096)")
+    parser.add_argument("--json", action="store_true", help="print one JSON result instead of text")
+
+
+def _adapter_scale(text: str) -> float:
+    from tuitune.engines.llama import check_adapter_scale
+
+    try:
+        return check_adapter_scale(text)
+    except TuituneError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _adapter_scales(text: str) -> list[float]:
+    """``--adapter-scale 1`` or ``0,0.5,1`` (a sweep): each value checked like a single scale."""
+    values = [part.strip() for part in text.split(",") if part.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError("give a number from 0 to 1, or several: 0,0.5,1")
+    return [_adapter_scale(value) for value in values]
+
+
+def _add_adapter_scale_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--adapter-scale", type=_adapter_scale, metavar="S",
+        help="LoRA strength of a finetuned model: 0 = its base … 1 = the finetune (default 1)",
+    )  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tuitune",
+        description="See what finetuning does to a language model: base vs chat, side by side.",
+        epilog=f'Try: tuitune compare "{DOG_PROMPT}" --models {DEMO_PAIR}',
+    )
+    parser.add_argument("--version", action="version", version=f"tuitune {__version__}")
+    parser.add_argument("--compare", metavar="A,B", help="open the TUI's Compare screen with these models")
+    parser.add_argument("--prompt", metavar="TEXT", help="with --compare: send this prompt at start")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    models = commands.add_parser("models", help="list the model catalog")
+    models.add_argument("--json", action="store_true")
+    models.set_defaults(func=cmd_models)
+
+    chat = commands.add_parser("chat", help="chat with one model (one answer, or a REPL without PROMPT)")
+    chat.add_argument("model", metavar="MODEL", help="catalog id or path to a .gguf file")
+    chat.add_argument("prompt", metavar="PROMPT", nargs="?")
+    chat.add_argument("--mode", choices=("raw", "chat"), help="raw completion or chat template (default: catalog's)")
+    _add_generation_flags(chat)
+    _add_adapter_scale_flag(chat)
+    chat.set_defaults(func=cmd_chat)
+
+    compare = commands.add_parser("compare", help="the same prompt on several models at once")
+    compare.add_argument("prompt", metavar="PROMPT", nargs="?")
+    compare.add_argument("--models", metavar="A,B[,C,D]", required=True, help="catalog ids or .gguf paths")
+    compare.add_argument(
+        "--mode", choices=("auto", "raw", "chat", "both"), default="auto",
+        help="auto: each model's default; both: every model raw and templated (the lab's 2×2)",
+    )  # fmt: skip
+    compare.add_argument("--suite", metavar="FILE", help="run every prompt of a suite TOML file")
+    _add_generation_flags(compare)
+    _add_adapter_scale_flag(compare)
+    compare.set_defaults(func=cmd_compare)
+
+    evaluate = commands.add_parser(
+        "eval", help="score models on a suite's checks, or by held-out loss on a dataset",
+        description="--suite: every prompt on every model (greedy by default), each answer scored by the suite's "
+        "checks; a scoreboard and a per-prompt matrix. --data: mean loss and perplexity of a dataset's reference "
+        "replies under each model, computed by llama.cpp. Failed checks are results: the exit code is 0 unless a "
+        "model could not run.",
+    )  # fmt: skip
+    evaluate.add_argument("--suite", metavar="FILE", help="a suite TOML file with checks (e.g. suites/identity.toml)")
+    evaluate.add_argument("--data", metavar="FILE", help="held-out loss on a dataset in any format train accepts")
+    evaluate.add_argument("--models", metavar="A,B[,…]", required=True, help="catalog ids or .gguf paths")
+    evaluate.add_argument(
+        "--adapter-scale", type=_adapter_scales, metavar="S|S1,S2,…",
+        help="LoRA strength of the finetuned models; several values: one column per strength (a sweep)",
+    )  # fmt: skip
+    evaluate.add_argument("--repeat", type=int, metavar="N", help="answers per prompt, repeat i with seed + i (1)")
+    evaluate.add_argument("--mode", choices=EVAL_MODES, default="auto", help="auto: each model's default mode")
+    _add_sampling_flags(evaluate, "sampling (defaults: greedy, 200 tokens, seed 42)",
+                        "answer length limit (default 200)", "default 0 (greedy, deterministic)")  # fmt: skip
+    evaluate.add_argument("--json", action="store_true", help="everything as JSON, the answers included")
+    evaluate.add_argument("--format", choices=("md", "csv"), help="Markdown or CSV (no answers) instead of text")
+    evaluate.add_argument("--out", metavar="FILE", help="write the report to FILE (Markdown unless --json/--format)")
+    evaluate.set_defaults(func=cmd_eval)
+
+    export = commands.add_parser(
+        "export-adapter", help="convert a PEFT LoRA adapter directory into a llama.cpp adapter .gguf",
+        description="Writes the LoRA GGUF llama.cpp attaches to MODEL's GGUF. DoRA, per-layer rank/alpha, "
+        "modules_to_save and trained biases have no llama.cpp equivalent and are refused.",
+    )  # fmt: skip
+    export.add_argument("peft_dir", metavar="PEFT_DIR", help="directory with adapter_config.json + safetensors")
+    export.add_argument("--base", required=True, metavar="MODEL", help="catalog id or .gguf the adapter was trained on")
+    export.add_argument("--out", required=True, metavar="FILE.gguf", help="where to write the adapter")
+    export.set_defaults(func=cmd_export_adapter)
+
+    data = commands.add_parser("data", help="check a training dataset")
+    data_commands = data.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
+    check = data_commands.add_parser("check", help="report every problem with its line, and token counts")
+    check.add_argument("file", metavar="FILE")
+    check.add_argument("--base", metavar="MODEL", help="count tokens with this model's tokenizer and template")
+    check.add_argument("--max-length", type=int, default=512, metavar="N", help="tokens per example (default 512)")
+    check.add_argument("--json", action="store_true")
+    check.set_defaults(func=cmd_data_check)
+
+    train = commands.add_parser("train", help="LoRA-finetune a catalog model (runs in a subprocess, resumable)")
+    train.add_argument("--name", required=True, metavar="NAME", help="run name and the finetuned model's id")
+    train.add_argument("--base", metavar="MODEL", help="catalog id of the model to finetune")
+    train.add_argument("--data", metavar="FILE", help="chat, prompt/completion or alpaca JSONL/JSON")
+    train.add_argument("--val", metavar="FILE", help="validation set (else --val-split of the data)")
+    train.add_argument("--val-split", type=float, metavar="F", help="share of the data held out (default 0)")
+    train.add_argument("--epochs", type=float, metavar="N", help="default 3")
+    train.add_argument("--max-steps", type=int, metavar="N")
+    train.add_argument("--lr", type=float, metavar="LR", help="default 1e-3")
+    train.add_argument("--rank", type=int, metavar="R", help="LoRA rank (default 16)")
+    train.add_argument("--alpha", type=float, metavar="A", help="LoRA alpha (default 32)")
+    train.add_argument("--dropout", type=float, metavar="P", help="LoRA dropout (default 0.05)")
+    train.add_argument("--target-modules", metavar="A,B", help="default: attention (+ MLP for gemma3)")
+    train.add_argument("--batch-size", type=int, metavar="N", help="default 8")
+    train.add_argument("--grad-accum", type=int, metavar="N", help="default 1")
+    train.add_argument("--max-length", type=int, metavar="N", help="tokens per example (default 512)")
+    train.add_argument("--neftune-alpha", type=float, metavar="A", help="NEFTune noise (off by default)")
+    train.add_argument("--seed", type=int, metavar="S", help="default 42")
+    train.add_argument("--weights", choices=("auto", "gguf", "hub"),
+                       help="start from the dequantized GGUF, or the catalog's train_weights safetensors repo "
+                       "(downloaded from the Hub); auto (default) uses that repo once downloaded")  # fmt: skip
+    train.add_argument("--save-every", type=int, metavar="N", help="checkpoint every N steps (default 10)")
+    train.add_argument("--eval-every", type=int, metavar="N", help="validation loss every N steps (default 10)")
+    train.add_argument("--resume", action="store_true", help="continue the run NAME from its last checkpoint")
+    train.set_defaults(func=cmd_train)
+
+    pull = commands.add_parser(
+        "pull", help="download a model from the Hugging Face Hub (resumes an interrupted pull)",
+        description="tuitune pull MODEL_ID, or tuitune pull REPO_ID FILENAME to add a user catalog entry. "
+        "HF_ENDPOINT picks the Hub, HF_TOKEN (or `hf auth login`) is sent for gated repos.",
+    )  # fmt: skip
+    pull.add_argument("targets", nargs="+", metavar="MODEL_ID | REPO_ID FILENAME")
+    pull.add_argument("--revision", metavar="R", help="branch, tag or commit (default main)")
+    pull.add_argument("--name", metavar="ID", help="catalog id for a REPO FILE pull (default: from the file name)")
+    pull.add_argument("--kind", choices=("base", "chat"), help="for a REPO FILE pull (default: guessed from the name)")
+    pull.add_argument("--quiet", action="store_true", help="no progress output")
+    pull.set_defaults(func=cmd_pull)
+
+    rm = commands.add_parser("rm", help="delete a downloaded model's file (the catalog entry stays)")
+    rm.add_argument("model", metavar="MODEL_ID")
+    rm.set_defaults(func=cmd_rm)
+
+    endpoint = commands.add_parser("endpoint", help="remote models on OpenAI-compatible servers")
+    endpoint_commands = endpoint.add_subparsers(dest="endpoint_command", metavar="{add,test}", required=True)
+    add = endpoint_commands.add_parser(
+        "add", help="add a remote model to your catalog",
+        description="The key is never stored: --api-key-env names the environment variable that holds it.",
+    )  # fmt: skip
+    add.add_argument("name", metavar="NAME", help="the id to use in chat, compare and the TUI")
+    add.add_argument("--base-url", required=True, metavar="URL", help="API root, e.g. http://127.0.0.1:8000/v1")
+    add.add_argument("--model", required=True, metavar="M", help="the model name the server expects")
+    add.add_argument("--api-key-env", metavar="VAR", help="name of the environment variable holding the key")
+    add.add_argument("--header", action="append", metavar="'NAME: VALUE'", help="extra request header (repeat)")
+    add.add_argument("--param", action="append", metavar="NAME=VALUE", help="extra request field (repeat)")
+    add.add_argument("--timeout", type=float, metavar="S", help="seconds without data before giving up (60)")
+    add.add_argument("--mode", choices=("chat", "raw"), default="chat", help="default mode (chat)")
+    add.add_argument("--family", default="remote", help="model family shown in lists (remote)")
+    add.add_argument("--pair", metavar="MODEL", help="the model to compare it with by default")
+    add.add_argument("--display-name", metavar="TEXT", help="name shown in lists")
+    add.set_defaults(func=cmd_endpoint_add)
+    test = endpoint_commands.add_parser("test", help="check an endpoint: list its models, ask for a short answer")
+    test.add_argument("name", metavar="NAME")
+    test.set_defaults(func=cmd_endpoint_test)
+
+    serve = commands.add_parser(
+        "serve", help="serve a catalog model over the OpenAI-compatible API (llama-cpp-python's server)",
+        description="Binds to 127.0.0.1 unless --host says otherwise. Needs the server extra: "
+        "pip install 'tuitune[server]'.",
+    )  # fmt: skip
+    serve.add_argument("model", metavar="MODEL", help="catalog id: base, chat or finetuned (base + adapter)")
+    serve.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="listen port (default 8000)")
+    serve.add_argument("--adapter-scale", type=_adapter_scale, default=1.0, metavar="S", help="LoRA strength 0…1")
+    serve.add_argument("--ctx", type=int, metavar="N", help="context length (default: the catalog's, ≤ 4096)")
+    serve.add_argument("--api-key-env", metavar="VAR", help="require the key in this environment variable")
+    serve.set_defaults(func=cmd_serve)
+
+    paths = commands.add_parser("paths", help="where tuitune keeps config, data, cache and logs")
+    paths.set_defaults(func=cmd_paths)
+    return parser

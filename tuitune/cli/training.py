@@ -1,0 +1,148 @@
+"""`tuitune train`, `data check` and `export-adapter`: finetuning from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from tuitune.errors import TuituneError
+from tuitune.safe_text import inert
+
+TRAIN_SETTINGS = ("epochs", "max_steps", "lr", "rank", "alpha", "dropout", "batch_size", "grad_accum", "max_length",
+                  "neftune_alpha", "seed", "val_split", "save_every", "eval_every", "weights")  # fmt: skip
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from tuitune.training.report import dataset_report
+
+    report = dataset_report(args.file, args.base, args.max_length)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
+    else:
+        print(inert(report.format_text()))
+    return 0 if report.ok else 1
+
+
+def _follow_run(process, directory: Path, out: TextIO) -> int:
+    """Print each new metrics line until the trainer exits; Ctrl-C reaches the trainer too (same group)."""
+    from tuitune.training.runs import read_json, read_metrics
+
+    shown = 0
+    while True:
+        try:
+            code = process.wait(timeout=0.5)
+        except KeyboardInterrupt:
+            print("stopping after the current step (the checkpoint is saved)…", file=out, flush=True)
+            continue
+        except subprocess.TimeoutExpired:
+            code = None
+        rows = read_metrics(directory)
+        total = (read_json(directory / "status.json") or {}).get("total_steps", "?")
+        for row in rows[shown:]:
+            eta = row.get("eta")
+            parts = [f"step {row['step']}/{total}", f"epoch {row['epoch']:.2f}", f"loss {row['loss']:.4f}"]
+            if row.get("eval_loss") is not None:
+                parts.append(f"eval {row['eval_loss']:.4f}")
+            parts += [f"lr {row['lr']:.2e}", f"{row['tokens_per_s']:.0f} tok/s"]
+            if eta is not None:
+                parts.append(f"ETA {int(eta // 60)}:{int(eta % 60):02d}")
+            print("  ".join(parts), file=out, flush=True)
+        shown = len(rows)
+        if code is not None:
+            return code
+
+
+def _new_run_config(args: argparse.Namespace, catalog, directory: Path):
+    """The config of a run that does not exist yet, checked (flags, base model, data) before anything starts."""
+    from dataclasses import replace
+
+    from tuitune.sources import model_path
+    from tuitune.training.report import dataset_report
+    from tuitune.training.runs import TrainConfig, training_active
+
+    if args.base is None or args.data is None:
+        raise TuituneError("tuitune train needs --base MODEL and --data FILE (or --resume)")
+    if (directory / "config.json").exists():
+        raise TuituneError(f"a run named '{args.name}' exists; continue it with --resume or choose another --name")
+    if args.name in catalog:
+        raise TuituneError(f"'{args.name}' is already a model in the catalog; choose another --name")
+    config = TrainConfig(name=args.name, base=args.base, data=str(Path(args.data).resolve()),
+                         val=str(Path(args.val).resolve()) if args.val else None)  # fmt: skip
+    overrides = {key: getattr(args, key) for key in TRAIN_SETTINGS if getattr(args, key) is not None}
+    if args.target_modules:
+        overrides["target_modules"] = [name.strip() for name in args.target_modules.split(",") if name.strip()]
+    config = replace(config, **overrides)
+    config.validate()
+    entry = catalog.get(config.base)
+    if entry.kind not in ("base", "chat"):
+        raise TuituneError(f"--base must be a local base or chat model; '{entry.id}' is {entry.kind}")
+    model_path(entry)  # not installed: fail now, not after the data check
+    if config.weights == "hub" and entry.train_weights is None:
+        raise TuituneError(
+            f"'{entry.id}' names no train_weights repo in the catalog; add "
+            'train_weights = { hf = "org/name" } to its entry, or use --weights gguf'
+        )
+    for path in filter(None, (config.data, config.val)):
+        report = dataset_report(path, config.base, config.max_length)
+        if not report.ok:
+            print(inert(report.format_text()))
+            raise TuituneError(f"{path} has problems (above); fix them and train again")
+    if training_active():
+        raise TuituneError("another training run is active; two on 2 cores would each run at a crawl")
+    return config
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tuitune.catalog import _ID_PATTERN, load_catalog
+    from tuitune.training.runs import TrainConfig, run_dir, run_status
+
+    if not _ID_PATTERN.match(args.name):
+        raise TuituneError(f"--name '{args.name}' may use only letters, digits, '.', '_' and '-'")
+    directory = run_dir(args.name)
+    catalog = load_catalog()
+    if args.resume:
+        if not (directory / "config.json").exists():
+            raise TuituneError(f"no run named '{args.name}' to resume (runs live in {directory.parent})")
+        config = TrainConfig.from_json(directory / "config.json")
+        if run_status(directory).get("state") == "running":
+            raise TuituneError(f"run '{args.name}' is still running")
+    else:
+        config = _new_run_config(args, catalog, directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config.write(directory / "config.json")
+    command = [sys.executable, "-m", "tuitune.training.train", str(directory)] + (["--resume"] if args.resume else [])
+    print(f"run '{config.name}': {directory}", flush=True)
+    with open(directory / "stderr.log", "ab") as errors:  # library warnings and tracebacks, not the terminal
+        process = subprocess.Popen(command, stderr=errors)
+    code = _follow_run(process, directory, sys.stdout)
+    status = run_status(directory)
+    if code == 0:
+        print(f"done: `tuitune chat {config.name}` runs it; `tuitune compare --models {config.base},{config.name}` "
+              "compares it with its base")  # fmt: skip
+    elif code == 130 or status.get("state") == "stopped":
+        print(f"stopped: `tuitune train --name {config.name} --resume` continues from the last checkpoint")
+    else:
+        details = directory / "stderr.log"
+        raise TuituneError(f"training failed: {status.get('message', 'no message')} (details: {details})")
+    return 0 if code == 0 else code
+
+
+def cmd_export_adapter(args: argparse.Namespace) -> int:
+    from tuitune.engines import resolve_model
+    from tuitune.sources import model_path
+    from tuitune.training.export import export_adapter
+
+    model = resolve_model(args.base)
+    if model.entry is not None and model.entry.kind not in ("base", "chat"):
+        raise TuituneError(f"--base must be the local base or chat model the adapter was trained on; "
+                           f"'{model.id}' is {model.entry.kind}")  # fmt: skip
+    base = model_path(model.entry) if model.entry is not None else model.path
+    if not args.out.endswith(".gguf"):
+        raise TuituneError(f"--out {args.out}: name the adapter file *.gguf")
+    out = export_adapter(Path(args.peft_dir).expanduser(), base, Path(args.out).expanduser())
+    print(f"wrote {inert(str(out))} ({out.stat().st_size / 1e6:.1f} MB), a LoRA adapter for {inert(model.id)}")
+    return 0
