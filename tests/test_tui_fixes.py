@@ -253,6 +253,18 @@ MIXED = "\n".join(
 )
 
 
+async def held_engine(pilot, models: ScriptedModels, model_id: str):
+    """The scripted engine of ``model_id`` once its stream is held (``hold_after``), waiting up to 10 s."""
+    engine = None
+    for _ in range(200):
+        engine = models.engines.get(model_id)
+        if engine is not None and engine.holding.is_set():
+            break
+        await pilot.pause(0.05)
+    assert engine is not None and engine.holding.is_set()
+    return engine
+
+
 async def test_final_answer_keeps_each_line_and_still_renders_markdown(tmp_path: Path):
     models = ScriptedModels({"gemma-3-270m": [MIXED], "smollm2-135m-instruct": [MIXED]})
     app, _ = scripted_app(tmp_path, models)
@@ -280,13 +292,7 @@ async def test_live_answer_draws_lines_inside_a_fence_as_code(tmp_path: Path):
     app, _ = scripted_app(tmp_path, models)
     async with app.run_test(size=(120, 40)) as pilot:
         await type_and_send(pilot, "walk")
-        engine = None
-        for _ in range(200):
-            engine = models.engines.get("smollm2-135m-instruct")
-            if engine is not None and engine.holding.is_set():
-                break
-            await pilot.pause(0.05)
-        assert engine is not None and engine.holding.is_set()
+        engine = await held_engine(pilot, models, "smollm2-135m-instruct")
         await pilot.pause(0.2)
         turn = app.screen.panes[1].turns[0]
         assert turn.live is not None and turn.answer == MIXED[:4]
@@ -340,13 +346,7 @@ async def test_following_view_moves_in_steps_and_keeps_the_last_line_in_view(tmp
     async with app.run_test(size=(120, 40)) as pilot:
         await type_and_send(pilot, "go")
         pane = app.screen.panes[1]
-        engine = None
-        for _ in range(200):
-            engine = models.engines.get("smollm2-135m-instruct")
-            if engine is not None and engine.holding.is_set():
-                break
-            await pilot.pause(0.05)
-        assert engine is not None and engine.holding.is_set()
+        engine = await held_engine(pilot, models, "smollm2-135m-instruct")
         turn, container = pane.turns[0], pane.scroller
         positions: list[int] = []
         for index in range(80):  # one new line per update, as a model writing short lines does
