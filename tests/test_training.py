@@ -142,7 +142,7 @@ def test_shared_prefix_gives_the_same_loss_and_gradients(tuitune_dirs, smollm_pa
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from tuitune.training import train
+    from tuitune.training import loss as train
     from tuitune.training.convert import load_trainable, trainable_weights
     from tuitune.training.data import load_examples
     from tuitune.training.formatting import Formatter
@@ -164,7 +164,7 @@ def test_shared_prefix_gives_the_same_loss_and_gradients(tuitune_dirs, smollm_pa
     def loss_and_grads(min_prefix: int) -> tuple[float, torch.Tensor]:
         monkeypatch.setattr(train, "MIN_SHARED_PREFIX", min_prefix)
         model.zero_grad()
-        loss = train.reply_loss(model.base_model.model, batch, torch, reduction="sum")
+        loss = train.reply_loss(model.base_model.model, batch, reduction="sum")
         loss.backward()
         return loss.item(), torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad])
 

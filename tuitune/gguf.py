@@ -86,6 +86,8 @@ class GGUFInfo:
     file_size: int
     expected_size: int | None
     array_lengths: dict[str, int] = field(default_factory=dict)
+    tensor_bytes: dict[str, int] = field(default_factory=dict)  # per tensor name, when its type is known
+    tensor_elements: dict[str, int] = field(default_factory=dict)  # per tensor name: what the memory planner counts
 
     @property
     def architecture(self) -> str:
@@ -303,6 +305,8 @@ def _read_header(reader: _Reader, path: Path, file_size: int) -> GGUFInfo:
     reader.need(tensor_count * _MIN_TENSOR_BYTES, f"the tensor table of {tensor_count:,} tensors")
     data_end = 0
     size_known = True
+    tensor_bytes: dict[str, int] = {}  # what the GPU offload planner sums per layer
+    tensor_elements: dict[str, int] = {}
     for index in range(tensor_count):
         name = reader.string(f"the name of tensor {index}")
         n_dims = reader.unpack("<I", f"the dimension count of tensor {_shown(name)}")
@@ -314,12 +318,15 @@ def _read_header(reader: _Reader, path: Path, file_size: int) -> GGUFInfo:
         elements = math.prod(dims)
         if elements > _INT64_MAX:
             raise reader.corrupt(f"tensor {_shown(name)} has {elements:,} elements, more than any file can hold")
+        tensor_elements[name] = elements
         block = _TYPE_BLOCKS.get(tensor_type)
         if block is None:
             size_known = False
             continue
-        data_end = max(data_end, offset + elements // block[0] * block[1])
+        tensor_bytes[name] = elements // block[0] * block[1]
+        data_end = max(data_end, offset + tensor_bytes[name])
     alignment = _alignment(metadata, reader)
     data_start = (reader.tell() + alignment - 1) // alignment * alignment
     expected = data_start + data_end if size_known else None
-    return GGUFInfo(path, version, metadata, tensor_count, file_size, expected, array_lengths)
+    return GGUFInfo(path, version, metadata, tensor_count, file_size, expected, array_lengths, tensor_bytes,
+                    tensor_elements)  # fmt: skip

@@ -39,10 +39,16 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _model_settings(model_ref: str, n_ctx: int | None) -> dict:
-    """Keyword arguments for llama-cpp-python's ModelSettings, from the catalog entry (or a .gguf path)."""
+def _model_settings(model_ref: str, n_ctx: int | None, gpu_layers: int | None = None) -> dict:
+    """Keyword arguments for llama-cpp-python's ModelSettings, from the catalog entry (or a .gguf path).
+
+    The GPU layers are decided as for a local pane (``engines/offload.py``): the server's own default is 0.
+    """
+    import llama_cpp
+
     from tuitune.engines import resolve_model
     from tuitune.engines.llama import DEFAULT_CONTEXT
+    from tuitune.engines.offload import decide_offload
     from tuitune.gguf import read_gguf
     from tuitune.sources import base_entry, model_path
 
@@ -58,10 +64,12 @@ def _model_settings(model_ref: str, n_ctx: int | None) -> dict:
         base = base_entry(entry)
         path, adapter = model_path(base), entry.adapter
         chat_format = entry.chat_format or base.chat_format
+        gpu_layers = next((n for n in (gpu_layers, entry.gpu_layers, base.gpu_layers) if n is not None), None)
         n_ctx = n_ctx or entry.context_length or base.context_length
     else:
         path, chat_format = model_path(entry), entry.chat_format
         n_ctx = n_ctx or entry.context_length
+        gpu_layers = entry.gpu_layers if gpu_layers is None else gpu_layers
     info = read_gguf(path)
     has_template = bool(info.metadata.get("tokenizer.chat_template"))
     settings = {
@@ -73,6 +81,7 @@ def _model_settings(model_ref: str, n_ctx: int | None) -> dict:
         "logits_all": False,
         "verbose": False,
     }
+    settings["n_gpu_layers"] = decide_offload(model.id, info, settings["n_ctx"], gpu_layers, llama_cpp)[0]
     if not has_template:
         settings["chat_format"] = chat_format or "llama-2"
     if adapter is not None:
@@ -197,6 +206,7 @@ def serve(
     adapter_scale: float = 1.0,
     n_ctx: int | None = None,
     api_key_env: str | None = None,
+    gpu_layers: int | None = None,
 ) -> int:
     try:
         import uvicorn
@@ -206,7 +216,7 @@ def serve(
         raise TuituneError(
             f"serving needs llama-cpp-python's server ({error.name} is missing): pip install 'tuitune[server]'"
         ) from None
-    settings = _model_settings(model_ref, n_ctx)
+    settings = _model_settings(model_ref, n_ctx, gpu_layers)
     if adapter_scale != 1.0 and "lora_path" not in settings:
         raise TuituneError(f"--adapter-scale applies to finetuned (LoRA) models; '{model_ref}' is not one")
     api_key = None

@@ -66,7 +66,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     with TokenProgress(models) as progress:
         comparisons = run_comparisons(
             prompts, models, mode=args.mode, sampling=sampling, system=args.system,
-            n_ctx=args.ctx, on_chunk=progress.chunk, adapter_scale=args.adapter_scale,
+            n_ctx=args.ctx, on_chunk=progress.chunk, adapter_scale=args.adapter_scale, gpu_layers=args.gpu_layers,
         )  # fmt: skip
     errors = {r.model: r.error for c in comparisons for r in c.results if r.error}
     if args.json:
@@ -97,7 +97,7 @@ def _open_for_chat(args: argparse.Namespace):
     if args.prompt == "" and (args.mode or model.default_mode) == "raw":
         raise TuituneError(EMPTY_RAW_PROMPT)  # before the model loads, when the mode is known already
     scale = 1.0 if args.adapter_scale is None else args.adapter_scale
-    engine = open_engine(model, n_ctx=args.ctx, adapter_scale=scale)
+    engine = open_engine(model, n_ctx=args.ctx, adapter_scale=scale, gpu_layers=args.gpu_layers)
     mode = args.mode or model.default_mode or ("chat" if engine.has_chat_template else "raw")
     return model, engine, mode
 
@@ -118,7 +118,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
         if args.json:
             for _ in stream_in_thread(generation):
                 pass
-            result = Result(model.id, mode, generation.text, generation.stats, list(generation.notices))
+            result = Result(model.id, mode, generation.text, generation.stats, list(generation.notices),
+                            backend=getattr(engine, "backend", None))  # fmt: skip
             print(safe_json(result.as_json(), indent=2))
             return 0
         style = Style(sys.stderr)

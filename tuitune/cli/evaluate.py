@@ -70,7 +70,8 @@ def _heldout_loss(args: argparse.Namespace, models: list[str]) -> int:
     if given:
         raise TuituneError(f"{', '.join(given)}: only with --suite; --data scores the reference replies as written")
     with CountProgress("replies") as progress:
-        results = heldout_loss(Path(args.data), models, args.adapter_scale, on_progress=progress)
+        results = heldout_loss(Path(args.data), models, args.adapter_scale, on_progress=progress,
+                               gpu_layers=args.gpu_layers)  # fmt: skip
     payload = {"data": str(args.data), "results": [result.as_json() for result in results]}
     text = safe_json(payload, indent=2) if args.json else format_loss_table(results)
     if args.out:
@@ -105,7 +106,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     with CountProgress("answers") as progress:
         report, interrupted = _until_interrupted(
             lambda: run_eval(suite, models, args.adapter_scale, repeat=repeat, sampling=sampling, mode=args.mode,
-                             on_progress=progress, cancel=cancel),
+                             on_progress=progress, cancel=cancel, gpu_layers=args.gpu_layers),
             cancel,
         )  # fmt: skip
     fmt = "json" if args.json else args.format

@@ -6,6 +6,7 @@ import argparse
 
 from tuitune import __version__
 from tuitune.cli.chat import cmd_chat, cmd_compare
+from tuitune.cli.doctor import cmd_doctor
 from tuitune.cli.evaluate import EVAL_MODES, cmd_eval
 from tuitune.cli.models import cmd_models, cmd_paths, cmd_pull, cmd_rm
 from tuitune.cli.remote import cmd_endpoint_add, cmd_endpoint_test, cmd_serve
@@ -62,6 +63,24 @@ def _add_adapter_scale_flag(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def _gpu_layers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of layers: give a whole number ≥ 0 (0 = the CPU)")
+    return value
+
+
+def _add_gpu_layers_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--gpu-layers", type=_gpu_layers, metavar="N",
+        help="at most N layers on the GPU, 0 = CPU only (default: the catalog's gpu_layers, else every layer that "
+        "fits in free GPU memory; no effect on a CPU build)",
+    )  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tuitune",
@@ -83,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--mode", choices=("raw", "chat"), help="raw completion or chat template (default: catalog's)")
     _add_generation_flags(chat)
     _add_adapter_scale_flag(chat)
+    _add_gpu_layers_flag(chat)
     chat.set_defaults(func=cmd_chat)
 
     compare = commands.add_parser("compare", help="the same prompt on several models at once")
@@ -95,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--suite", metavar="FILE", help="run every prompt of a suite TOML file")
     _add_generation_flags(compare)
     _add_adapter_scale_flag(compare)
+    _add_gpu_layers_flag(compare)
     compare.set_defaults(func=cmd_compare)
 
     evaluate = commands.add_parser(
@@ -118,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="everything as JSON, the answers included")
     evaluate.add_argument("--format", choices=("md", "csv"), help="Markdown or CSV (no answers) instead of text")
     evaluate.add_argument("--out", metavar="FILE", help="write the report to FILE (Markdown unless --json/--format)")
+    _add_gpu_layers_flag(evaluate)
     evaluate.set_defaults(func=cmd_eval)
 
     export = commands.add_parser(
@@ -136,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file", metavar="FILE")
     check.add_argument("--base", metavar="MODEL", help="count tokens with this model's tokenizer and template")
     check.add_argument("--max-length", type=int, default=512, metavar="N", help="tokens per example (default 512)")
+    check.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"),
+                       help="with --base: plan the memory of training there (default auto)")  # fmt: skip
+    check.add_argument("--quantize", choices=("none", "4bit"), help="with --base: plan a 4-bit (QLoRA) run")
     check.add_argument("--json", action="store_true")
     check.set_defaults(func=cmd_data_check)
 
@@ -162,6 +187,19 @@ def build_parser() -> argparse.ArgumentParser:
                        "(downloaded from the Hub); auto (default) uses that repo once downloaded")  # fmt: skip
     train.add_argument("--save-every", type=int, metavar="N", help="checkpoint every N steps (default 10)")
     train.add_argument("--eval-every", type=int, metavar="N", help="validation loss every N steps (default 10)")
+    train.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"),
+                       help="auto (default): cuda, then mps, then cpu; bf16 on a GPU, fp32 on the CPU")  # fmt: skip
+    train.add_argument("--quantize", choices=("none", "4bit"),
+                       help="4bit: QLoRA, frozen weights in bitsandbytes nf4 (a quarter of bf16)")  # fmt: skip
+    train.add_argument("--grad-checkpoint", action="store_true",
+                       help="recompute activations in the backward pass: less memory for long sequences and big "
+                       "models, about a third slower")  # fmt: skip
+    train.add_argument("--nproc", type=int, metavar="N",
+                       help="processes under torchrun (DDP: one per GPU; gloo on the CPU); the global batch is "
+                       "split across them")  # fmt: skip
+    train.add_argument("--prepare", action="store_true",
+                       help="check everything and write the run's config, but start nothing (for torchrun across "
+                       "machines: docs/training.md)")  # fmt: skip
     train.add_argument("--resume", action="store_true", help="continue the run NAME from its last checkpoint")
     train.set_defaults(func=cmd_train)
 
@@ -214,8 +252,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--adapter-scale", type=_adapter_scale, default=1.0, metavar="S", help="LoRA strength 0…1")
     serve.add_argument("--ctx", type=int, metavar="N", help="context length (default: the catalog's, ≤ 4096)")
     serve.add_argument("--api-key-env", metavar="VAR", help="require the key in this environment variable")
+    _add_gpu_layers_flag(serve)
     serve.set_defaults(func=cmd_serve)
 
     paths = commands.add_parser("paths", help="where tuitune keeps config, data, cache and logs")
     paths.set_defaults(func=cmd_paths)
+
+    doctor = commands.add_parser(
+        "doctor", help="what this machine runs models with: llama.cpp's backend, GPUs, memory, torch",
+        description="The first thing to look at when models are slow: versions, llama.cpp's build (GPU offload, "
+        "CPU features), GPUs and their free memory, RAM, CPU cores, and the device training would use. "
+        "Loads no model.",
+    )  # fmt: skip
+    doctor.add_argument("--json", action="store_true")
+    doctor.set_defaults(func=cmd_doctor)
     return parser

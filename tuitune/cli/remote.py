@@ -118,4 +118,4 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from tuitune.serve import serve
 
     return serve(args.model, host=args.host, port=args.port, adapter_scale=args.adapter_scale, n_ctx=args.ctx,
-                 api_key_env=args.api_key_env)  # fmt: skip
+                 api_key_env=args.api_key_env, gpu_layers=args.gpu_layers)  # fmt: skip

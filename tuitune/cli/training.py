@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,22 +16,43 @@ from tuitune.errors import TuituneError
 from tuitune.safe_text import inert
 
 TRAIN_SETTINGS = ("epochs", "max_steps", "lr", "rank", "alpha", "dropout", "batch_size", "grad_accum", "max_length",
-                  "neftune_alpha", "seed", "val_split", "save_every", "eval_every", "weights")  # fmt: skip
+                  "neftune_alpha", "seed", "val_split", "save_every", "eval_every", "weights", "device", "quantize",
+                  "nproc")  # fmt: skip
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
-    from tuitune.training.report import dataset_report
+    """The dataset report; with --base, also the memory plan of training on it with the default settings
+    (and --device/--quantize). A plan that does not fit is reported, not an error: the data is fine."""
+    from tuitune.training.report import checked_dataset
 
-    report = dataset_report(args.file, args.base, args.max_length)
+    if args.base is None and (args.device or args.quantize):
+        raise TuituneError("--device and --quantize plan the memory of training, which needs --base MODEL")
+    report, counts = checked_dataset(args.file, args.base, args.max_length)
+    memory: dict | str | None = None
+    if args.base is not None:
+        from tuitune.training.planner import estimate
+        from tuitune.training.runs import TrainConfig
+
+        config = TrainConfig(name="data-check", base=args.base, data=str(args.file), max_length=args.max_length,
+                             device=args.device or "auto", quantize=args.quantize or "none")  # fmt: skip
+        try:
+            plan = estimate(args.base, config, counts=counts)
+            memory = plan.as_dict() if args.json else plan.summary() if plan.fits else plan.refusal()
+        except TuituneError as error:  # a header the planner cannot size: the dataset report still stands
+            memory = f"cannot plan ({error})"
     if args.json:
-        print(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
+        extra = {"memory": memory if isinstance(memory, dict) else {"error": memory}} if memory else {}
+        print(json.dumps({**report.as_dict(), **extra}, indent=2, ensure_ascii=False))
     else:
         print(inert(report.format_text()))
+        if memory is not None:
+            print(inert(f"memory: {memory}"))
     return 0 if report.ok else 1
 
 
-def _follow_run(process, directory: Path, out: TextIO) -> int:
-    """Print each new metrics line until the trainer exits; Ctrl-C reaches the trainer too (same group)."""
+def _follow_run(process, directory: Path, out: TextIO, forward_stop: bool = False) -> int:
+    """Print each new metrics line until the trainer exits. Ctrl-C reaches a single trainer too (same group);
+    with ``forward_stop`` (torchrun, in its own session) it is sent on to rank 0, named in status.json."""
     from tuitune.training.runs import read_json, read_metrics
 
     shown = 0
@@ -37,6 +61,10 @@ def _follow_run(process, directory: Path, out: TextIO) -> int:
             code = process.wait(timeout=0.5)
         except KeyboardInterrupt:
             print("stopping after the current step (the checkpoint is saved)…", file=out, flush=True)
+            pid = (read_json(directory / "status.json") or {}).get("pid")
+            if forward_stop and isinstance(pid, int) and pid > 0:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGINT)
             continue
         except subprocess.TimeoutExpired:
             code = None
@@ -61,7 +89,8 @@ def _new_run_config(args: argparse.Namespace, catalog, directory: Path):
     from dataclasses import replace
 
     from tuitune.sources import model_path
-    from tuitune.training.report import dataset_report
+    from tuitune.training.planner import check_plan, estimate
+    from tuitune.training.report import checked_dataset
     from tuitune.training.runs import TrainConfig, training_active
 
     if args.base is None or args.data is None:
@@ -73,6 +102,8 @@ def _new_run_config(args: argparse.Namespace, catalog, directory: Path):
     config = TrainConfig(name=args.name, base=args.base, data=str(Path(args.data).resolve()),
                          val=str(Path(args.val).resolve()) if args.val else None)  # fmt: skip
     overrides = {key: getattr(args, key) for key in TRAIN_SETTINGS if getattr(args, key) is not None}
+    if args.grad_checkpoint:
+        overrides["grad_checkpoint"] = True
     if args.target_modules:
         overrides["target_modules"] = [name.strip() for name in args.target_modules.split(",") if name.strip()]
     config = replace(config, **overrides)
@@ -86,19 +117,24 @@ def _new_run_config(args: argparse.Namespace, catalog, directory: Path):
             f"'{entry.id}' names no train_weights repo in the catalog; add "
             'train_weights = { hf = "org/name" } to its entry, or use --weights gguf'
         )
+    counts = None
     for path in filter(None, (config.data, config.val)):
-        report = dataset_report(path, config.base, config.max_length)
+        report, found = checked_dataset(path, config.base, config.max_length)
+        counts = counts or found  # the training data sizes the largest pass
         if not report.ok:
             print(inert(report.format_text()))
             raise TuituneError(f"{path} has problems (above); fix them and train again")
     if training_active():
         raise TuituneError("another training run is active; two on 2 cores would each run at a crawl")
+    plan = estimate(entry, config, counts=counts)
+    check_plan(plan)  # refuses with what would fit, before any weights are loaded
+    print(inert(f"memory: {plan.summary()}"), flush=True)
     return config
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from tuitune.catalog import _ID_PATTERN, load_catalog
-    from tuitune.training.runs import TrainConfig, run_dir, run_status
+    from tuitune.training.runs import TrainConfig, run_dir, run_status, trainer_command
 
     if not _ID_PATTERN.match(args.name):
         raise TuituneError(f"--name '{args.name}' may use only letters, digits, '.', '_' and '-'")
@@ -114,12 +150,23 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = _new_run_config(args, catalog, directory)
         directory.mkdir(parents=True, exist_ok=True)
         config.write(directory / "config.json")
-    command = [sys.executable, "-m", "tuitune.training.train", str(directory)] + (["--resume"] if args.resume else [])
-    print(f"run '{config.name}': {directory}", flush=True)
+    if args.prepare:
+        print(f"run '{config.name}' prepared in {directory}; start it on each node with torchrun, e.g.\n"
+              f"  torchrun --nnodes N --node-rank RANK --nproc-per-node {config.nproc} --rdzv-backend c10d "
+              f"--rdzv-endpoint HEAD:29500 -m tuitune.training.train {directory}\n"
+              f"or here with `tuitune train --name {config.name} --resume`")  # fmt: skip
+        return 0
+    command = trainer_command(directory, config.nproc, args.resume)
+    processes = f", {config.nproc} processes under torchrun" if config.nproc > 1 else ""
+    print(f"run '{config.name}': {directory}{processes}", flush=True)
     with open(directory / "stderr.log", "ab") as errors:  # library warnings and tracebacks, not the terminal
-        process = subprocess.Popen(command, stderr=errors)
-    code = _follow_run(process, directory, sys.stdout)
+        # torchrun gets a session of its own: Ctrl-C is passed to rank 0 alone, which stops every rank at the
+        # same step; torchrun itself would kill them after 30 s.
+        process = subprocess.Popen(command, stderr=errors, start_new_session=config.nproc > 1)
+    code = _follow_run(process, directory, sys.stdout, forward_stop=config.nproc > 1)
     status = run_status(directory)
+    if code == 0 and status.get("state") == "stopped":
+        code = 130
     if code == 0:
         print(f"done: `tuitune chat {config.name}` runs it; `tuitune compare --models {config.base},{config.name}` "
               "compares it with its base")  # fmt: skip

@@ -63,6 +63,7 @@ def open_engine(
     catalog: Catalog | None = None,
     logits_all: bool = False,
     load: LoadControl | None = None,
+    gpu_layers: int | None = None,
 ) -> Engine:
     """Load the model behind ``model``; raises a TuituneError with a clear message on any problem.
 
@@ -70,7 +71,8 @@ def open_engine(
     1 = the finetune); ``catalog`` is where its base is looked up (default: the loaded catalog).
     ``logits_all`` keeps the logits of every position (``LlamaCppEngine.logits``, for held-out loss) on local
     models; it costs n_ctx × vocabulary floats, so pass a small ``n_ctx`` with it. ``load`` reports the load's
-    progress and can stop it (``StoppedError``).
+    progress and can stop it (``StoppedError``). ``gpu_layers`` (``--gpu-layers``) caps the layers a local model
+    offloads to a GPU over the catalog's ``gpu_layers``; 0 keeps it on the CPU, None offloads all that fit.
     """
     from tuitune.engines.llama import LlamaCppEngine, check_adapter_scale
     from tuitune.sources import base_entry, model_path
@@ -80,7 +82,8 @@ def open_engine(
     if adapter_scale != 1.0 and (entry is None or entry.kind != "finetuned"):
         raise TuituneError(f"an adapter scale applies to finetuned (LoRA) models; '{model.id}' is not one")
     if entry is None:
-        return LlamaCppEngine(model.path, model_id=model.id, n_ctx=n_ctx, logits_all=logits_all, load=load)
+        return LlamaCppEngine(model.path, model_id=model.id, n_ctx=n_ctx, logits_all=logits_all, load=load,
+                              gpu_layers=gpu_layers)  # fmt: skip
     if entry.kind == "endpoint":
         from tuitune.engines.openai import Endpoint, OpenAIEngine
 
@@ -96,6 +99,7 @@ def open_engine(
             adapter_scale=adapter_scale,
             logits_all=logits_all,
             load=load,
+            gpu_layers=_first(gpu_layers, entry.gpu_layers, base.gpu_layers),
         )
     return LlamaCppEngine(
         model_path(entry),
@@ -104,4 +108,10 @@ def open_engine(
         chat_format=entry.chat_format,
         logits_all=logits_all,
         load=load,
+        gpu_layers=_first(gpu_layers, entry.gpu_layers),
     )
+
+
+def _first(*values: int | None) -> int | None:
+    """The first setting given: the command line's over the entry's over its base's."""
+    return next((value for value in values if value is not None), None)

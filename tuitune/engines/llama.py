@@ -72,8 +72,10 @@ class LlamaCppEngine:
         logits_all: bool = False,
         load: LoadControl | None = None,
         chat_template: str | None = None,
+        gpu_layers: int | None = None,
     ):
-        """``chat_template`` (Jinja) replaces the GGUF's own; ``chat_format`` is used when there is neither."""
+        """``chat_template`` (Jinja) replaces the GGUF's own; ``chat_format`` is used when there is neither.
+        ``gpu_layers`` caps the layers offloaded to a GPU (0: the CPU; None: all that fit, see engines/offload.py)."""
         self.path = Path(model_path)
         self.info = info or read_gguf(self.path)
         self.model_id = model_id or self.path.stem
@@ -87,6 +89,7 @@ class LlamaCppEngine:
                 f"unknown chat_format '{self._fallback}' for {self.model_id}; use one of {', '.join(FALLBACK_FORMATS)}"
             )
         self._logits_all = logits_all
+        self._gpu_layers = gpu_layers
         self.adapter_path = Path(adapter_path) if adapter_path is not None else None
         self._adapter: Any = None
         self._adapter_scale = check_adapter_scale(adapter_scale)
@@ -117,14 +120,22 @@ class LlamaCppEngine:
     # -- loading -----------------------------------------------------------------------------------
     def _load(self, load: LoadControl | None) -> Any:
         from tuitune.engines import llama_log
-        from tuitune.engines.llama_control import loading_with_progress
+        from tuitune.engines.offload import decide_offload, gpu_load_turn, load_failure_hint
 
         llama_log.install()
         import llama_cpp
 
         self._llama_cpp = llama_cpp
-        threads = self.budget.threads()
         load = load or LoadControl()
+        with gpu_load_turn(llama_cpp, self._gpu_layers, lambda: load.cancelled, self.model_id):
+            return self._load_now(llama_cpp, load, decide_offload, load_failure_hint)
+
+    def _load_now(self, llama_cpp: Any, load: LoadControl, decide_offload: Any, load_failure_hint: Any) -> Any:
+        from tuitune.engines import llama_log
+        from tuitune.engines.llama_control import loading_with_progress
+
+        n_gpu_layers, self.backend = decide_offload(self.model_id, self.info, self._n_ctx, self._gpu_layers, llama_cpp)
+        threads = self.budget.threads()
         if load.cancelled:
             raise StoppedError(f"loading {self.model_id} was stopped")
         with llama_log.python_stderr_to_log(), loading_with_progress(load.report), compile_errors(self.model_id):
@@ -135,14 +146,15 @@ class LlamaCppEngine:
                     n_threads=threads,
                     n_threads_batch=threads,
                     logits_all=self._logits_all,
+                    n_gpu_layers=n_gpu_layers,
                     verbose=True,  # False would redirect the process's fds; logs go to our file instead
                 )
             except (ValueError, RuntimeError, OSError) as error:
                 if load.cancelled:
                     raise StoppedError(f"loading {self.model_id} was stopped") from None
                 raise ModelFileError(
-                    f"llama.cpp could not load {self.path} ({error}); the file may be damaged or use an "
-                    f"architecture this llama.cpp does not know — details in {llama_log.log_path()}"
+                    f"llama.cpp could not load {self.path} ({error}); the file may be damaged or use an architecture "
+                    f"this llama.cpp does not know{load_failure_hint(self.backend)} — details in {llama_log.log_path()}"
                 ) from None
         llm.verbose = False  # no per-request prints to stderr from the Python side
         return llm

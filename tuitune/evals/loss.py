@@ -107,6 +107,7 @@ def heldout_loss(
     adapter_scales: Sequence[float] | None = None,
     catalog: Catalog | None = None,
     on_progress: ProgressCallback | None = None,
+    gpu_layers: int | None = None,
 ) -> list[LossResult]:
     """Mean cross-entropy and perplexity of ``data``'s reference replies under each model (and scale).
 
@@ -138,7 +139,7 @@ def heldout_loss(
         n_ctx = max(len(sequence.input_ids) for sequence in sequences)
         first = columns[0].adapter_scale
         engine = open_engine(model, n_ctx=n_ctx, adapter_scale=1.0 if first is None else first, catalog=catalog,
-                             logits_all=True)  # fmt: skip
+                             logits_all=True, gpu_layers=gpu_layers)  # fmt: skip
         try:
             for column in columns:
                 if column.adapter_scale is not None:

@@ -106,6 +106,7 @@ def run_eval(
     catalog: Catalog | None = None,
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
+    gpu_layers: int | None = None,
 ) -> EvalReport:
     """Every prompt of ``suite`` on every column, ``repeat`` times; repeat i samples with seed + i.
 
@@ -134,7 +135,8 @@ def run_eval(
     def work(model: ResolvedModel, model_columns: list[Column]) -> None:
         with parallel:
             try:
-                _run_model(model, model_columns, prompts, repeat, sampling, mode, catalog, cells, counter, cancel)
+                _run_model(model, model_columns, prompts, repeat, sampling, mode, catalog, cells, counter, cancel,
+                           gpu_layers)  # fmt: skip
             except Exception as error:  # a bug or a llama.cpp failure: this model's cells say so, the others go on
                 message = str(error) if isinstance(error, TuituneError) else f"{type(error).__name__}: {error}"
                 for column in model_columns:
@@ -165,12 +167,14 @@ def _run_model(
     cells: dict[tuple[str, str], Cell],
     counter: _Counter,
     cancel: threading.Event | None,
+    gpu_layers: int | None = None,
 ) -> None:
     """One model's columns, in its own thread: load once, then every scale × prompt × repeat in order."""
     from tuitune.engines import open_engine
 
     first_scale = columns[0].adapter_scale
-    engine = open_engine(model, adapter_scale=1.0 if first_scale is None else first_scale, catalog=catalog)
+    engine = open_engine(model, adapter_scale=1.0 if first_scale is None else first_scale, catalog=catalog,
+                         gpu_layers=gpu_layers)  # fmt: skip
     try:
         has_template = getattr(engine, "has_chat_template", None)
         for column in columns:

@@ -34,16 +34,21 @@ def free_bytes(directory: Path) -> int:
     return shutil.disk_usage(directory).free
 
 
-def estimated_size(gguf: Path) -> int:
-    """Bytes the fp32 safetensors will take: 4 per weight in the GGUF's tensor table (within 1 % here).
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
-    Without the ``gguf`` package, 8x the file (a 4-bit GGUF holds ~4.5 bits per weight) errs on the safe side."""
+
+def estimated_size(gguf: Path, dtype: str = "float32") -> int:
+    """Bytes the safetensors will take: 4 (fp32) or 2 (bf16) per weight in the GGUF's tensor table (within 1 %).
+
+    Without the ``gguf`` package, 2x the file per byte of dtype (a 4-bit GGUF holds ~4.5 bits per weight)
+    errs on the safe side."""
+    width = DTYPE_BYTES[dtype]
     try:
         from gguf import GGUFReader
 
-        return 4 * sum(int(tensor.n_elements) for tensor in GGUFReader(str(gguf)).tensors)
+        return width * sum(int(tensor.n_elements) for tensor in GGUFReader(str(gguf)).tensors)
     except Exception:  # any reader failure falls back to the estimate; transformers says why later
-        return 8 * gguf.stat().st_size
+        return 2 * width * gguf.stat().st_size
 
 
 def check_conversion_space(directory: Path, needed: int, cache_id: str, free: Callable[[Path], int]) -> None:
@@ -80,9 +85,10 @@ def weights_cache_dir(model_id: str) -> Path:
     return app_dirs().cache / "hf-weights" / model_id
 
 
-def _source_stamp(gguf: Path) -> dict[str, Any]:
+def _source_stamp(gguf: Path, dtype: str = "float32") -> dict[str, Any]:
     stat = gguf.stat()
-    return {"format": FORMAT_VERSION, "gguf": str(gguf.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    return {"format": FORMAT_VERSION, "gguf": str(gguf.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+            "dtype": dtype}  # fmt: skip
 
 
 def _is_current(directory: Path, stamp: dict[str, Any]) -> bool:
@@ -92,6 +98,7 @@ def _is_current(directory: Path, stamp: dict[str, Any]) -> bool:
     except (OSError, ValueError):
         return False
     same = all(marker.get(key) == stamp[key] for key in ("format", "size", "mtime_ns"))
+    same = same and marker.get("dtype", "float32") == stamp["dtype"]
     return same and (directory / "config.json").is_file() and any(directory.glob("*.safetensors"))
 
 
@@ -105,8 +112,8 @@ def _resolve(source: ModelEntry | str | Path, model_id: str | None) -> tuple[Pat
     return model_path(source), model_id or source.id
 
 
-def _convert(gguf: Path, target: Path) -> None:
-    """Dequantize ``gguf`` with transformers and save fp32 safetensors + config into ``target``."""
+def _convert(gguf: Path, target: Path, dtype: str = "float32") -> None:
+    """Dequantize ``gguf`` with transformers and save safetensors (fp32 or bf16) + config into ``target``."""
     import torch
     from transformers import AutoModelForCausalLM, GgufConfig
 
@@ -115,7 +122,7 @@ def _convert(gguf: Path, target: Path) -> None:
             str(gguf.parent),
             gguf_file=gguf.name,
             quantization_config=GgufConfig(dequantize=True),
-            dtype=torch.float32,
+            dtype=getattr(torch, dtype),
             trust_remote_code=False,
         )
     except (ValueError, KeyError, NotImplementedError, RuntimeError) as error:
@@ -124,7 +131,7 @@ def _convert(gguf: Path, target: Path) -> None:
             "architecture transformers can dequantize (llama, mistral, qwen2/3, gemma2/3, phi3, …)"
         ) from None
     config = model.config
-    for attribute in ("quantization_config", "_pre_quantization_dtype"):  # the weights are plain fp32 now
+    for attribute in ("quantization_config", "_pre_quantization_dtype"):  # the weights are plain floats now
         if hasattr(config, attribute):
             delattr(config, attribute)
     model.save_pretrained(target, safe_serialization=True)
@@ -132,29 +139,38 @@ def _convert(gguf: Path, target: Path) -> None:
 
 
 def trainable_weights(
-    source: ModelEntry | str | Path, model_id: str | None = None, free: Callable[[Path], int] = free_bytes
+    source: ModelEntry | str | Path,
+    model_id: str | None = None,
+    free: Callable[[Path], int] = free_bytes,
+    dtype: str = "float32",
 ) -> Path:
-    """A directory ``AutoModelForCausalLM.from_pretrained`` loads in seconds: fp32 weights of ``source``.
+    """A directory ``AutoModelForCausalLM.from_pretrained`` loads in seconds: the weights of ``source``.
 
     ``source`` is a catalog entry or a .gguf path; ``model_id`` names the cache entry (default: the entry's
-    id or the file's stem). Converts on first use (atomically: a temp dir renamed into place), after checking
-    ``free(directory)`` bytes are enough for the estimated output; a disk that fills anyway leaves nothing.
+    id or the file's stem). ``dtype`` is the run's: a bf16 run on a GPU gets bf16 files, half the disk of
+    fp32 (kept apart, as ``ID--bfloat16``). Converts on first use (atomically: a temp dir renamed into place),
+    after checking ``free(directory)`` bytes are enough for the estimated output; a disk that fills anyway
+    leaves nothing.
     """
+    if dtype not in DTYPE_BYTES:
+        raise TuituneError(f"cannot prepare weights in {dtype}; use one of {', '.join(DTYPE_BYTES)}")
     gguf, cache_id = _resolve(source, model_id)
     if not gguf.is_file():
         raise ModelFileError(f"{gguf} does not exist; cannot prepare trainable weights for '{cache_id}'")
+    if dtype != "float32":
+        cache_id = f"{cache_id}--{dtype}"
     target = weights_cache_dir(cache_id)
-    stamp = _source_stamp(gguf)
+    stamp = _source_stamp(gguf, dtype)
     with _lock:
         if _is_current(target, stamp):
             return target
         target.parent.mkdir(parents=True, exist_ok=True)
         temporary = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         shutil.rmtree(temporary, ignore_errors=True)
-        needed = estimated_size(gguf)
+        needed = estimated_size(gguf, dtype)
         check_conversion_space(target.parent, needed, cache_id, free)
         try:
-            _convert(gguf, temporary)
+            _convert(gguf, temporary, dtype)
             (temporary / MARKER).write_text(json.dumps(stamp, indent=1), encoding="utf-8")
         except BaseException as error:  # nothing half-written stays, whatever stopped the conversion
             shutil.rmtree(temporary, ignore_errors=True)

@@ -17,13 +17,16 @@ from typing import Any
 from tuitune.errors import TuituneError
 from tuitune.paths import app_dirs
 
-DEFAULT_TARGETS = {
+DEFAULT_TARGETS = {  # keyed by transformers' model_type (a text-only Gemma 3 GGUF loads as gemma3_text)
     "gemma3": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "gemma3_text": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
 }
 ATTENTION_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
 WEIGHT_CHOICES = ("auto", "gguf", "hub")
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+QUANTIZE_CHOICES = ("none", "4bit")
 
 
 @dataclass
@@ -52,6 +55,10 @@ class TrainConfig:
     save_every: int = 10
     eval_every: int = 10
     weights: str = "auto"  # gguf: dequantized GGUF; hub: the catalog's train_weights repo; auto: hub if downloaded
+    device: str = "auto"  # auto: cuda, then mps, then cpu (settled by the trainer, written back)
+    quantize: str = "none"  # 4bit: QLoRA (bitsandbytes nf4, double quantization)
+    grad_checkpoint: bool = False  # recompute activations in the backward pass: less memory, ~30 % slower
+    nproc: int = 1  # processes under torchrun (DistributedDataParallel); the global batch is split across them
 
     def validate(self) -> None:
         problems = []
@@ -74,6 +81,15 @@ class TrainConfig:
             problems.append(f"--weights must be one of {', '.join(WEIGHT_CHOICES)}")
         if self.alpha <= 0:
             problems.append("--alpha must be > 0")
+        if self.device not in DEVICE_CHOICES:
+            problems.append(f"--device must be one of {', '.join(DEVICE_CHOICES)}")
+        if self.quantize not in QUANTIZE_CHOICES:
+            problems.append(f"--quantize must be one of {', '.join(QUANTIZE_CHOICES)}")
+        if not 1 <= self.nproc <= 64:
+            problems.append("--nproc must be between 1 and 64")
+        elif self.batch_size * self.grad_accum < self.nproc:
+            problems.append(f"--nproc {self.nproc} needs a global batch (--batch-size × --grad-accum) of at least "
+                            f"{self.nproc}, one sequence per process")  # fmt: skip
         if problems:
             raise TuituneError("; ".join(problems))
 
@@ -87,6 +103,19 @@ class TrainConfig:
 
     def write(self, path: Path) -> None:
         write_json(path, asdict(self))
+
+
+def trainer_command(directory: Path, nproc: int, resume: bool) -> list[str]:
+    """The trainer's command line: one process, or ``nproc`` under PyTorch's launcher (torchrun) on this machine.
+
+    ``--standalone`` gives torchrun a private rendezvous on a free local port; runs across machines use
+    torchrun's own flags directly (docs/training.md)."""
+    import sys
+
+    module = ["-m", "tuitune.training.train", str(directory), *(["--resume"] if resume else [])]
+    if nproc <= 1:
+        return [sys.executable, *module]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *module]
 
 
 def runs_dir() -> Path:

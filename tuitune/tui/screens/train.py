@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -22,10 +21,10 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Log, ProgressBar, Select, Static
+from textual.widgets import Button, Checkbox, DataTable, Footer, Header, Input, Label, Log, ProgressBar, Select, Static
+from textual.worker import get_current_worker
 
 from tuitune.errors import TuituneError
-from tuitune.paths import project_file
 from tuitune.safe_text import inert
 from tuitune.training.runs import (
     TrainConfig,
@@ -34,36 +33,32 @@ from tuitune.training.runs import (
     read_metrics,
     run_dir,
     run_status,
+    trainer_command,
     training_active,
 )
+from tuitune.tui.screens import train_form
+from tuitune.tui.screens.train_form import PlanLine
 from tuitune.tui.widgets.loss_chart import LossChart
 
 if TYPE_CHECKING:
+    from tuitune.training.planner import Plan
     from tuitune.tui.app import TuituneApp
 
 POLL_S = 0.5
-FIELDS = (  # (id, label, default)
-    ("name", "run name", "tuitune-identity"),
-    ("data", "dataset", "data/tuitune-identity.jsonl"),
-    ("val", "validation", "data/tuitune-heldout.jsonl"),
-    ("max_steps", "steps", "40"),
-    ("lr", "learning rate", "1e-3"),
-    ("rank", "LoRA rank", "16"),
-    ("alpha", "LoRA alpha", "32"),
-    ("batch_size", "batch size", "8"),
-)
-NUMBERS = {"max_steps": int, "lr": float, "rank": int, "alpha": float, "batch_size": int}
-
-
-def _default_path(relative: str) -> str:
-    found = project_file(relative)
-    return str(found) if found else relative
 
 
 class CheckDone(Message):
     def __init__(self, text: str, ok: bool):
         super().__init__()
         self.text, self.ok = text, ok
+
+
+class Planned(Message):
+    """The memory plan made for Start: it starts the run if it fits."""
+
+    def __init__(self, config: TrainConfig, plan: Plan | None):
+        super().__init__()
+        self.config, self.plan = config, plan
 
 
 class TrainScreen(Screen):
@@ -81,6 +76,7 @@ class TrainScreen(Screen):
         self._metrics: list[dict[str, Any]] = []
         self._log_offset = 0
         self._process: subprocess.Popen | None = None
+        self._restored = False  # changes posted while the form is built must not overwrite the saved one
 
     @property
     def tuitune(self) -> TuituneApp:
@@ -94,11 +90,7 @@ class TrainScreen(Screen):
                 choices = self._base_choices()
                 self._base_ids = {value for _, value in choices}
                 yield Select(choices, id="train-base", allow_blank=False)
-                for field_id, label, default in FIELDS:
-                    value = _default_path(default) if field_id in ("data", "val") else default
-                    with Horizontal(classes="train-field"):
-                        yield Label(label)
-                        yield Input(value, id=f"train-{field_id}")
+                yield from train_form.compose_fields()
                 with Horizontal(classes="train-buttons"):
                     yield Button("Check", id="train-check-button")
                     yield Button("Start", id="train-start-button", variant="primary")
@@ -109,6 +101,7 @@ class TrainScreen(Screen):
                 yield DataTable(id="train-runs", cursor_type="row")
             with Vertical(id="train-main"):
                 yield Static(id="train-status")
+                yield PlanLine(id="train-plan")
                 yield ProgressBar(id="train-progress", show_eta=False)
                 yield LossChart(id="train-chart")
                 yield Static(id="train-report")
@@ -124,6 +117,7 @@ class TrainScreen(Screen):
 
     def on_mount(self) -> None:
         self._restore_form()
+        self.refresh_plan()
         table = self.query_one("#train-runs", DataTable)
         for column in ("run", "base", "state", "step", "loss"):
             table.add_column(column, key=column)
@@ -139,18 +133,13 @@ class TrainScreen(Screen):
     def _restore_form(self) -> None:
         """Put back the form as it was last launch; a base model no longer installed keeps the default."""
         saved = self.tuitune.settings.train
-        for field_id, _, _ in FIELDS:
-            if field_id in saved:
-                self.query_one(f"#train-{field_id}", Input).value = saved[field_id]
+        train_form.restore_values(self, saved)
         if saved.get("base") in self._base_ids:
             self.query_one("#train-base", Select).value = saved["base"]
+        self._restored = True
 
     def form_values(self) -> dict[str, str]:
-        values = {field_id: self.query_one(f"#train-{field_id}", Input).value for field_id, _, _ in FIELDS}
-        base = self.query_one("#train-base", Select).value
-        if isinstance(base, str) and base:
-            values["base"] = base
-        return values
+        return train_form.form_values(self)
 
     def save_form(self) -> None:
         """Remember the form (on leaving a field, Enter, check, start, leaving the screen): not every keystroke."""
@@ -165,6 +154,22 @@ class TrainScreen(Screen):
 
     def on_screen_suspend(self) -> None:
         self.save_form()
+
+    @on(Select.Changed)
+    @on(Checkbox.Changed)
+    @on(Input.Changed)
+    def _setting_changed(self, event: Select.Changed | Checkbox.Changed | Input.Changed) -> None:
+        if self._restored and not isinstance(event, Input.Changed):  # a pick or a tick is done at once: keep it
+            self.save_form()
+        if train_form.changes_plan(event.control):
+            self.refresh_plan()
+
+    def refresh_plan(self) -> None:
+        """Re-plan the memory for the form as it is now (in a worker, a moment after the last change)."""
+        try:
+            self.query_one(PlanLine).request(self.form())
+        except TuituneError as error:
+            self.query_one(PlanLine).request(str(error))
 
     # -- runs list ---------------------------------------------------------------------------------
     def refresh_runs(self) -> None:
@@ -245,21 +250,7 @@ class TrainScreen(Screen):
 
     # -- actions -----------------------------------------------------------------------------------
     def form(self) -> TrainConfig:
-        values = {field_id: self.query_one(f"#train-{field_id}", Input).value.strip() for field_id, _, _ in FIELDS}
-        base = self.query_one("#train-base", Select).value
-        if not base or base == Select.BLANK:
-            raise TuituneError("pick a base model (download one on the Models screen first)")
-        numbers: dict[str, Any] = {}
-        for key, kind in NUMBERS.items():
-            try:
-                numbers[key] = kind(values[key])
-            except ValueError:
-                raise TuituneError(f"{key.replace('_', ' ')} must be a number, not '{values[key]}'") from None
-        config = TrainConfig(name=values["name"], base=str(base), data=str(Path(values["data"]).expanduser().resolve()),
-                             val=str(Path(values["val"]).expanduser().resolve()) if values["val"] else None,
-                             **numbers)  # fmt: skip
-        config.validate()
-        return config
+        return train_form.config_from(self.form_values())
 
     def action_check(self) -> None:
         self.save_form()
@@ -306,17 +297,37 @@ class TrainScreen(Screen):
         except TuituneError as error:
             self.notify(str(error), severity="error", markup=False)
             return
+        self.start_if_it_fits(config, self.query_one(PlanLine))
+
+    @work(thread=True, exclusive=True, group="train-start")
+    def start_if_it_fits(self, config: TrainConfig, line: PlanLine) -> None:
+        """Plan with the memory free now (the dataset's counts are cached), then start on the UI thread."""
+        try:
+            plan = line.plan_for(config)
+        except Exception:  # a model or file the planner cannot size: the trainer says what is wrong, if anything
+            plan = None
+        if not get_current_worker().is_cancelled:
+            self.post_message(Planned(config, plan))
+
+    def on_planned(self, message: Planned) -> None:
+        config, plan = message.config, message.plan
+        if plan is not None and not plan.fits:
+            self.notify(plan.refusal(), title="not enough memory", severity="error", markup=False, timeout=20)
+            return
         directory = run_dir(config.name)
+        if (directory / "config.json").exists():  # started twice while the plan was being made
+            return
         directory.mkdir(parents=True, exist_ok=True)
         config.write(directory / "config.json")
         self.launch(config.name, resume=False)
 
     def launch(self, name: str, resume: bool) -> None:
-        command = [sys.executable, "-m", "tuitune.training.train", str(run_dir(name))]
-        if resume:
-            command.append("--resume")
-        self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        directory = run_dir(name)
+        nproc = TrainConfig.from_json(directory / "config.json").nproc
+        with open(directory / "stderr.log", "ab") as errors:  # library warnings and tracebacks, kept for a look
+            command = trainer_command(directory, nproc, resume)
+            self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                             stderr=errors, start_new_session=True)  # fmt: skip
         self.notify(f"training '{name}' started; local generation uses one thread until it ends", markup=False)
         self.refresh_runs()
         self.select_run(name)
@@ -334,7 +345,7 @@ class TrainScreen(Screen):
             self.notify("pick a run to resume", severity="warning")
             return
         state = run_status(run_dir(self.selected)).get("state")
-        if state not in ("stopped", "interrupted", "failed"):
+        if state not in ("new", "stopped", "interrupted", "failed"):  # new: prepared with `train --prepare`
             self.notify(f"run '{self.selected}' is {state}; only a stopped or interrupted run resumes",
                         severity="warning", markup=False)  # fmt: skip
             return

@@ -104,6 +104,7 @@ class ComparePane(PaneRuns, Vertical, can_focus=True):
         pane: ComparePane
         state: str  # loading | ready | error | empty (a load was stopped)
         detail: str = ""
+        backend: str = ""  # ready: where the model runs, "CPU" or "CUDA 28/28 layers" (engines/offload.py)
 
     def __init__(self, index: int, model: str, mode: str, overrides: dict[str, Any] | None = None, **kwargs):
         super().__init__(classes="pane", **kwargs)
@@ -114,6 +115,7 @@ class ComparePane(PaneRuns, Vertical, can_focus=True):
         self.n_ctx = 0  # 0: the model's default context
         self.status = PaneStatus()
         self.engine_state = "empty"  # the model: empty | loading | ready | error
+        self.backend_label = ""  # where the loaded model runs; empty for remote and scripted engines
         self._engine: Engine | None = None
         self._engine_key: tuple[str, int] | None = None
         self._engine_lock = threading.Lock()
@@ -175,11 +177,12 @@ class ComparePane(PaneRuns, Vertical, can_focus=True):
         kind = f" · {entry.kind}" if entry else ""
         badge = ("  ≠ params ", "reverse") if self.differs_from_shared() else ""
         strength = f" · strength {self.settings.adapter_scale:.2f}" if entry and entry.kind == "finetuned" else ""
+        backend = f" · {self.backend_label}" if self.backend_label else ""
         label, style = header_state(self.status)
         header = Text.assemble(
             styled((self.letter, "bold"), " ", (f" {self.settings.mode.upper()} ", "reverse"), " "),
             styled((f"{label} ", style)),
-            styled(self.settings.model, (kind, "dim"), (strength, "bold"), badge),
+            styled(self.settings.model, (kind, "dim"), (strength, "bold"), (backend, "dim"), badge),
         )
         if header != self._header:  # a live pane refreshes its state twice a second: most of the time, no change
             self._header = header
@@ -200,6 +203,7 @@ class ComparePane(PaneRuns, Vertical, can_focus=True):
         if message.pane is not self:
             return
         self.engine_state = message.state
+        self.backend_label = message.backend if message.state == "ready" else ""
         if self._run is not None:  # the run's own phases drive the state; a load failure ends it via Finished
             return
         if message.state == "loading":

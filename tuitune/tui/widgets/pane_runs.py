@@ -106,7 +106,8 @@ class PaneRuns:
             self.post_message(self.EngineState(self, "error", str(error)))
             raise
         self._engine, self._engine_key = engine, wanted
-        self.post_message(self.EngineState(self, "ready", wanted[0]))
+        backend = getattr(getattr(engine, "backend", None), "label", "")  # local models: "CPU", "CUDA 28/28 layers"
+        self.post_message(self.EngineState(self, "ready", wanted[0], backend))
         return engine
 
     def preload(self) -> None:
