@@ -84,13 +84,14 @@ def test_4bit_is_checked_by_running_bitsandbytes_on_the_device(monkeypatch):
         check_4bit("cpu", "bfloat16")
 
 
-def test_training_on_a_gpu_this_machine_lacks_fails_with_one_line(tuitune_dirs):
+def test_training_on_a_gpu_this_machine_lacks_fails_with_one_line_before_anything_starts(tuitune_dirs):
     result = run_cli("train", "--name", "no-gpu", "--base", BASE, "--data", str(DATA), "--device", "cuda",
                      "--max-steps", "1", *SMALL, timeout=300)  # fmt: skip
     assert result.returncode == 1
-    assert "torch sees no CUDA GPU" in result.stderr and "Traceback" not in result.stderr + result.stdout
-    status = json.loads((tuitune_dirs["data"] / "runs" / "no-gpu" / "status.json").read_text())
-    assert status["state"] == "failed"
+    errors = [line for line in result.stderr.splitlines() if line.startswith("tuitune: error")]
+    assert len(errors) == 1 and "no NVIDIA GPU here" in errors[0] and "--device cpu" in errors[0]
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not (tuitune_dirs["data"] / "runs" / "no-gpu").exists()  # nothing written for a run that never started
 
 
 def test_bf16_starting_weights_take_half_the_disk(tuitune_dirs, smollm_path: Path):

@@ -76,7 +76,7 @@ def scripted_evals(monkeypatch: pytest.MonkeyPatch):
     """Make the eval runner open scripted engines: it opens models itself, not through the app's factory."""
 
     def install(models: ScriptedModels) -> ScriptedModels:
-        def open_engine(model, n_ctx=None, adapter_scale=1.0, catalog=None):
+        def open_engine(model, n_ctx=None, adapter_scale=1.0, catalog=None, gpu_layers=None):
             return models(model.id)
 
         monkeypatch.setattr("tuitune.engines.open_engine", open_engine)
