@@ -70,6 +70,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_compare.py
 	$(BIN)/python bench/bench_tui.py
 	$(BIN)/python bench/bench_download.py
+	$(BIN)/python bench/bench_discovery.py
 	$(BIN)/python bench/bench_train.py
 
 doctor: $(STAMP)

@@ -30,6 +30,9 @@ def tuitune_dirs(tmp_path: Path, model_cache: Path, monkeypatch: pytest.MonkeyPa
     for name, path in dirs.items():
         monkeypatch.setenv(f"TUITUNE_{name.upper()}_DIR" if name != "logs" else "TUITUNE_LOG_DIR", str(path))
     monkeypatch.delenv("TUITUNE_CATALOG", raising=False)
+    # model stores tuitune discovers: never the developer's own (tests that want one build it)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-hub-cache"))
+    monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path / "ollama-models"))
     monkeypatch.setenv("NO_COLOR", "1")
     return dirs
 

@@ -20,16 +20,7 @@ pytest.importorskip("torch")
 pytest.importorskip("peft")
 
 from tests.conftest import REPO, run_cli
-
-BASE = "smollm2-135m-instruct"
-DATA = REPO / "data" / "tuitune-identity.jsonl"
-HELDOUT = REPO / "data" / "tuitune-heldout.jsonl"
-SMALL = ["--rank", "4", "--alpha", "8", "--batch-size", "4", "--max-length", "256"]
-
-
-def metrics(data_dir: Path, name: str) -> list[dict]:
-    path = data_dir / "runs" / name / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+from tests.test_training import BASE, DATA, HELDOUT, SMALL, metrics
 
 
 def status(data_dir: Path, name: str) -> dict:

@@ -34,8 +34,9 @@ def cmd_models(args: argparse.Namespace) -> int:
                 "license": entry.license,
             }
         )
+    found = _found_rows()
     if args.json:
-        print(safe_json({"catalog_files": [str(p) for p in catalog.files], "models": rows}, indent=2))
+        print(safe_json({"catalog_files": [str(p) for p in catalog.files], "models": rows, "found": found}, indent=2))
         return 0
     header = ("ID", "KIND", "FAMILY", "PAIR", "SOURCE", "SIZE", "INSTALLED")
     table = [header] + [
@@ -47,7 +48,82 @@ def cmd_models(args: argparse.Namespace) -> int:
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    if found:
+        print(f"\nfound on disk ({len(found)}; add one with: tuitune models add REFERENCE --kind base|chat)")
+        _print_table(
+            ("SOURCE", "REFERENCE", "SIZE", "QUANT", "TEMPLATE", "PROBLEM"),
+            [(r["source"], r["reference"], human_size(r["size"]), r["quant"] or "-",
+              "yes" if r["chat_template"] else "no", r["problem"] or "-") for r in found],
+        )  # fmt: skip
     print(f"\ncatalog: {inert(', '.join(str(p) for p in catalog.files))}", file=sys.stderr)
+    return 0
+
+
+def _print_table(header: tuple[str, ...], rows: list[tuple]) -> None:
+    """Columns padded to their widest cell; every cell made inert (file names and manifests are anyone's text)."""
+    table = [tuple(inert(str(cell)).replace("\n", "\u240a") for cell in row) for row in [header, *rows]]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def _found_rows() -> list[dict]:
+    """Models found in the HF cache, Ollama and LM Studio, as rows for the table and ``--json``."""
+    from tuitune.discovery import discover
+
+    return [
+        {"source": model.source, "reference": model.reference, "path": str(model.path), "size": model.size,
+         "quant": model.quantization, "architecture": model.architecture, "chat_template": model.has_chat_template,
+         "shards": model.shards, "problem": model.problem}
+        for model in discover()
+    ]  # fmt: skip
+
+
+def _default_id(reference: str) -> str:
+    """A catalog id from a found model's reference: its file name (or Ollama name:tag), lowercased and cleaned."""
+    import re
+
+    tail = reference.split(":", 1)[1] if reference.startswith("ollama:") else reference.rsplit("/", 1)[-1]
+    tail = re.sub(r"@[0-9a-f]+$", "", tail)
+    tail = re.sub(r"-00001-of-\d{5}(?=\.gguf$)", "", tail, flags=re.I).removesuffix(".gguf")
+    return re.sub(r"[^a-z0-9._-]+", "-", tail.rsplit("/", 1)[-1].lower()).strip("-.") or "found-model"
+
+
+def cmd_models_add(args: argparse.Namespace) -> int:
+    """`models add REFERENCE`: a user catalog entry whose source is the found file's path (nothing is copied)."""
+    from tuitune.catalog import add_user_entry, load_catalog
+    from tuitune.containment import check_model_id
+    from tuitune.discovery import find
+
+    if args.kind not in ("base", "chat"):
+        shown = f"'{inert(args.kind)}'" if args.kind else "missing"
+        raise TuituneError(f"--kind is {shown}: say whether the model is a base or a chat model (--kind base|chat)")
+    catalog = load_catalog()
+    model_id = check_model_id(args.id or _default_id(args.reference))
+    if model_id in catalog:
+        origin = inert(str(catalog.get(model_id).origin))
+        raise TuituneError(
+            f"a model with id '{inert(model_id)}' is already in the catalog ({origin}); choose another --id"
+        )
+    if args.pair is not None and args.pair not in catalog:
+        raise TuituneError(f"--pair '{inert(args.pair)}' is not a model in the catalog; `tuitune models` lists them")
+    model = find(args.reference)
+    if model.problem is not None:
+        raise TuituneError(f"{inert(args.reference)} cannot be added: {inert(model.problem)}")
+    mode = "chat" if args.kind == "chat" else "raw"
+    fields: dict = {"id": model_id, "name": args.name or model_id, "kind": args.kind,
+                    "family": model.architecture or "unknown", "mode": mode}  # fmt: skip
+    if args.pair:
+        fields["pair"] = args.pair
+    if model.size:
+        fields["size"] = model.size
+    if model.quantization:
+        fields["quant"] = model.quantization
+    fields["description"] = f"found on disk: {model.reference}"
+    fields["source"] = {"path": str(model.path)}
+    user = add_user_entry(fields)
+    print(f"added '{inert(model_id)}' ({args.kind}) to {inert(str(user))}: {inert(str(model.path))}")
+    print(f"try: tuitune chat {inert(model_id)}")
     return 0
 
 

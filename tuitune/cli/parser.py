@@ -8,7 +8,8 @@ from tuitune import __version__
 from tuitune.cli.chat import cmd_chat, cmd_compare
 from tuitune.cli.doctor import cmd_doctor
 from tuitune.cli.evaluate import EVAL_MODES, cmd_eval
-from tuitune.cli.models import cmd_models, cmd_paths, cmd_pull, cmd_rm
+from tuitune.cli.export import cmd_export
+from tuitune.cli.models import cmd_models, cmd_models_add, cmd_paths, cmd_pull, cmd_rm
 from tuitune.cli.remote import cmd_endpoint_add, cmd_endpoint_test, cmd_serve
 from tuitune.cli.training import cmd_data_check, cmd_export_adapter, cmd_train
 from tuitune.errors import TuituneError
@@ -92,9 +93,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prompt", metavar="TEXT", help="with --compare: send this prompt at start")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    models = commands.add_parser("models", help="list the model catalog")
+    models = commands.add_parser(
+        "models", help="list the model catalog, and GGUF models found in the HF cache, Ollama and LM Studio",
+    )  # fmt: skip
     models.add_argument("--json", action="store_true")
     models.set_defaults(func=cmd_models)
+    models_commands = models.add_subparsers(dest="models_command", metavar="{add}")
+    models_add = models_commands.add_parser(
+        "add", help="add a model found on disk to your catalog (its file stays where it is)",
+        description="REFERENCE is one `tuitune models` lists under 'found on disk', e.g. ollama:llama3.2:1b.",
+    )  # fmt: skip
+    models_add.add_argument("reference", metavar="REFERENCE")
+    models_add.add_argument("--kind", metavar="base|chat", help="a base (raw completion) or a chat model (required)")
+    models_add.add_argument("--id", metavar="ID", help="catalog id (default: from the file name)")
+    models_add.add_argument("--pair", metavar="CATALOG_ID", help="the model to compare it with by default")
+    models_add.add_argument("--name", metavar="TEXT", help="name shown in lists (default: the id)")
+    models_add.set_defaults(func=cmd_models_add)
 
     chat = commands.add_parser("chat", help="chat with one model (one answer, or a REPL without PROMPT)")
     chat.add_argument("model", metavar="MODEL", help="catalog id or path to a .gguf file")
@@ -151,6 +165,20 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--base", required=True, metavar="MODEL", help="catalog id or .gguf the adapter was trained on")
     export.add_argument("--out", required=True, metavar="FILE.gguf", help="where to write the adapter")
     export.set_defaults(func=cmd_export_adapter)
+
+    bundle = commands.add_parser(
+        "export", help="write a finetune for llama.cpp / LM Studio, Ollama, or transformers and vLLM",
+        description="Formats: lora-gguf (the adapter GGUF + README.txt naming its base), ollama (a Modelfile: FROM "
+        "the base GGUF, ADAPTER the adapter, stop tokens from the GGUF), peft (adapter_config.json + "
+        "safetensors). DIR must not exist; it appears only when the export is complete.",
+    )  # fmt: skip
+    bundle.add_argument("name", metavar="NAME", help="a finetuned catalog model (kind finetuned)")
+    bundle.add_argument("--format", required=True, metavar="FORMAT", help="lora-gguf, ollama or peft")
+    bundle.add_argument("--out", required=True, metavar="DIR", help="new folder to write")
+    bundle.add_argument("--copy", action="store_true",
+                        help="ollama: copy the base and adapter GGUFs next to the Modelfile (default: absolute "
+                        "paths to the existing files, no multi-GB copy)")  # fmt: skip
+    bundle.set_defaults(func=cmd_export)
 
     data = commands.add_parser("data", help="check a training dataset")
     data_commands = data.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
