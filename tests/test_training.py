@@ -214,3 +214,26 @@ def test_training_from_the_catalogs_safetensors_repo(tuitune_dirs, smollm_path: 
     with pytest.raises(Exception, match="vocabulary is 50152"):
         check_hub_config(wrong, entry)
     shutil.rmtree(hub_weights_dir(entry), ignore_errors=True)
+
+
+def test_hub_weights_already_in_the_hugging_face_cache_train_offline(tuitune_dirs, smollm_path: Path):
+    """Weights fetched by `hf download` or transformers are used where they are: no server, no second copy."""
+    from huggingface_hub import hf_hub_download
+
+    from tests.hub_server import HubServer, Repo
+    from tuitune.catalog import load_catalog
+    from tuitune.training.convert import hub_weights_dir, trainable_weights
+
+    converted = trainable_weights(smollm_path, BASE)  # stands in for the repo, as above
+    served = {name: converted / name for name in ("config.json", "model.safetensors")}
+    cache = os.environ["HF_HUB_CACHE"]  # a fresh one per test (conftest)
+    with HubServer({HUB_REPO: Repo(served)}) as server:
+        for name in served:
+            hf_hub_download(HUB_REPO, name, cache_dir=cache, endpoint=server.endpoint)
+    shutil.rmtree(hub_weights_dir(load_catalog().get(BASE)), ignore_errors=True)
+    result = run_cli("train", "--name", "from-hf-cache", "--base", BASE, "--data", str(DATA), "--weights", "hub",
+                     "--max-steps", "1", "--save-every", "1", *SMALL, env={"HF_HUB_OFFLINE": "1"}, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    log = (tuitune_dirs["data"] / "runs" / "from-hf-cache" / "train.log").read_text()
+    assert f"weights: {HUB_REPO}" in log and "from the Hugging Face cache" in log
+    assert not hub_weights_dir(load_catalog().get(BASE)).exists()  # read in place, never copied

@@ -244,6 +244,38 @@ def cached_hub_weights(entry: ModelEntry) -> Path | None:
     return directory if all((directory / name).is_file() for name in marker.get("files", [])) else None
 
 
+def hf_cache_weights(entry: ModelEntry) -> Path | None:
+    """``entry.train_weights`` as already downloaded into the Hugging Face cache (``hf download``,
+    transformers), when its snapshot holds config.json and every safetensors shard; None otherwise.
+
+    huggingface_hub resolves the revision through the cache's refs without touching the network; the
+    files found are checked against the GGUF like a fresh download. Nothing in the cache is modified.
+    """
+    spec = entry.train_weights
+    if spec is None:
+        return None
+    try:
+        from huggingface_hub import snapshot_download
+
+        directory = Path(snapshot_download(spec.repo, revision=spec.revision, local_files_only=True,
+                                           allow_patterns=["config.json"]))  # fmt: skip
+    except Exception:  # not in the cache (LocalEntryNotFoundError), or a cache the library cannot read
+        return None
+    shards = sorted(path.name for path in directory.glob("*.safetensors"))
+    index = directory / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            wanted = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+        if not wanted <= set(shards):
+            return None
+    if not (directory / "config.json").is_file() or not shards:
+        return None
+    check_hub_config(directory / "config.json", entry)
+    return directory
+
+
 def fetch_hub_weights(entry: ModelEntry, client: Any = None, progress: Any = None) -> Path:
     """Download the safetensors repo named by ``entry.train_weights`` (resumable, verified) and check it fits.
 
@@ -262,7 +294,7 @@ def fetch_hub_weights(entry: ModelEntry, client: Any = None, progress: Any = Non
             f"model '{entry.id}' names no train_weights repo in the catalog; add "
             'train_weights = { hf = "org/name" } to its entry, or train from the GGUF (--weights gguf)'
         )
-    existing = cached_hub_weights(entry)
+    existing = cached_hub_weights(entry) or hf_cache_weights(entry)
     if existing is not None:
         return existing
     if hub_offline():

@@ -90,11 +90,12 @@ def _prepare_weights(run, entry, gguf: Path, precision) -> Path:
     ``auto`` is settled on the first start (hub when that repo is already downloaded) and written back to
     config.json, so ``--resume`` continues from the same weights.
     """
-    from tuitune.training.convert import cached_hub_weights, fetch_hub_weights, trainable_weights
+    from tuitune.training.convert import cached_hub_weights, fetch_hub_weights, hf_cache_weights, trainable_weights
 
     config = run.config
     if config.weights == "auto":
-        config.weights = "hub" if cached_hub_weights(entry) is not None else "gguf"
+        downloaded = cached_hub_weights(entry) or hf_cache_weights(entry)
+        config.weights = "hub" if downloaded is not None else "gguf"
         if run.ranks.is_main:
             config.write(run.dir / "config.json")
     if config.weights == "gguf":
@@ -111,8 +112,10 @@ def _prepare_weights(run, entry, gguf: Path, precision) -> Path:
             share = f" {100 * report.done / report.total:.0f}%" if report.total else ""
             run.set_status(message=f"downloading {report.filename}{share}")
 
-    run.log(f"weights: {spec.repo if spec else '?'} (safetensors, revision {spec.revision if spec else '?'})")
-    return fetch_hub_weights(entry, progress=progress)
+    directory = fetch_hub_weights(entry, progress=progress)
+    where = " from the Hugging Face cache" if cached_hub_weights(entry) is None else ""
+    run.log(f"weights: {spec.repo if spec else '?'} (safetensors, revision {spec.revision if spec else '?'}{where})")
+    return directory
 
 
 def add_neftune(causal_lm, alpha: float) -> None:
