@@ -4,7 +4,8 @@ It answers like the real Hub: ``HEAD /{repo}/resolve/{rev}/{file}`` → 302 to a
 ``http://localhost:PORT/cdn/SHA``, another host name, so the token must not follow) with ``X-Repo-Commit``,
 ``X-Linked-Etag`` and ``X-Linked-Size``; the CDN honours ``Range`` with 206; errors carry ``X-Error-Code``
 (401 RepoNotFound for a missing repo, 401 GatedRepo without a token, 404 EntryNotFound, 404
-RevisionNotFound); ``/api/models/{repo}/revision/{rev}`` lists files and ``/api/models?search=`` finds repos.
+RevisionNotFound); a file in ``Repo.git_files`` is answered like a small file kept in git itself (200 with its
+bytes, ``ETag`` = its git blob id, no sha256); ``/api/models/{repo}/revision/{rev}`` lists files and ``/api/models?search=`` finds repos.
 
 Faults for tests: ``throttle_bps`` slows the CDN, ``drop_after`` closes the connection after that many
 bytes (for the next ``drops`` GETs), ``wrong_sha`` advertises a wrong sha256, ``redirect_to`` replaces the
@@ -31,6 +32,7 @@ class Repo:
     commit: str = "0123456789abcdef0123456789abcdef01234567"
     gated: bool = False
     revisions: tuple[str, ...] = ()  # answered like main, besides main and the commit
+    git_files: tuple[str, ...] = ()  # kept in git, not LFS: served directly, ETag = git blob id, no sha256
 
 
 @dataclass
@@ -149,6 +151,9 @@ class _Handler(BaseHTTPRequestHandler):
         path = repo.files.get(filename)
         if path is None:
             return self._error(404, "EntryNotFound")
+        if filename in repo.git_files:
+            headers = {"X-Repo-Commit": repo.commit, "ETag": f'"{git_blob_id(path)}"'}
+            return self._serve(path, headers)
         sha = _sha256(path)
         advertised = ("f" * 64) if self.hub.wrong_sha else sha
         headers = {
@@ -164,7 +169,9 @@ class _Handler(BaseHTTPRequestHandler):
         found = self.hub._sha.get(sha)
         if found is None:
             return self._send(404, body=b"no such object")
-        path = found[1]
+        self._serve(found[1])
+
+    def _serve(self, path: Path, extra: dict[str, str] | None = None) -> None:
         size = path.stat().st_size
         start = 0
         status = 200
@@ -175,6 +182,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(416, {"Content-Range": f"bytes */{size}"})
             status = 206
         self.send_response(status)
+        for key, value in (extra or {}).items():
+            self.send_header(key, value)
         self.send_header("Content-Length", str(size - start))
         self.send_header("Accept-Ranges", "bytes")
         if status == 206:
@@ -229,6 +238,12 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.dumps({"id": "/".join(parts[:2]), "sha": repo.commit, "siblings": siblings})
             return self._send(200, {"Content-Type": "application/json"}, body.encode())
         self._send(404, body=b"not found")
+
+
+def git_blob_id(path: Path) -> str:
+    """What git (and the Hub's ETag for a non-LFS file) names the file: sha1 of ``blob SIZE\\0`` + bytes."""
+    data = path.read_bytes()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
 def free_port() -> int:

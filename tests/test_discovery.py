@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -297,3 +298,98 @@ def test_models_add_refuses_with_one_clear_line(stores, tuitune_dirs):
     ok = run_cli("models", "add", ref, "--kind", "base", "--name", "Tiny one")
     assert ok.returncode == 0, ok.stderr
     one_clear_error(run_cli("models", "add", ref, "--kind", "base"), "id 'tiny' is already in the catalog")
+
+
+# ---- the shared add function and "never listed twice" -----------------------------------------------------
+
+
+def hf_cache_file(root: Path, repo_id: str, name: str, source: Path, commit: str = COMMIT) -> Path:
+    """``name`` in a hand-built HF cache (blob, snapshot link, refs/main), as ``hf download`` leaves it."""
+    repo = root / f"models--{repo_id.replace('/', '--')}"
+    blob = link_or_copy(source, repo / "blobs" / ("f" * 64))
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    link = repo / "snapshots" / commit / name
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(os.path.relpath(blob, link.parent))
+    return link
+
+
+def test_default_id_from_references():
+    from tuitune.found_models import default_id
+
+    assert default_id("ollama:smol:q4") == "smol-q4"
+    assert default_id("ollama:hf.co/org/model:Q4_K_M") == "model-q4_k_m"
+    assert default_id(f"hf:org/repo/sub/Big-Q8_0-00001-of-00002.gguf@{COMMIT}") == "big-q8_0"
+    assert default_id("lmstudio:pub/repo/[red]x\x1b.gguf") == "red-x"
+    assert default_id("lmstudio:pub/repo/%%%.gguf") == "found-model"
+
+
+def test_unlisted_leaves_out_files_the_catalog_already_runs(stores, smollm_path: Path, tuitune_dirs, tmp_path: Path):
+    from tuitune.catalog import add_user_entry, load_catalog
+    from tuitune.found_models import unlisted
+
+    ollama = stores["ollama"]
+    blob = link_or_copy(smollm_path, ollama / "blobs" / f"sha256-{'a' * 64}")
+    ollama_manifest(ollama, "registry.ollama.ai/library/smol/q4", "sha256:" + "a" * 64)
+    ollama_manifest(ollama, "registry.ollama.ai/library/other/q4", "sha256:" + "b" * 64)  # blob missing: a problem
+    hf_cache_file(stores["hf"], ORG_REPO, "smol.Q8_0.gguf", smollm_path)
+    tiny_gguf(stores["lmstudio"] / "pub" / "repo" / "tiny.gguf")
+    found = discover()
+    assert len(found) == 4
+    assert [m.reference for m in unlisted(found, load_catalog())] == [m.reference for m in found]
+    (tmp_path / "links").mkdir()
+    (tmp_path / "links" / "smol.gguf").symlink_to(blob)  # a path entry through a link: the same file
+    add_user_entry({"id": "mine", "name": "mine", "kind": "chat", "family": "llama", "mode": "chat",
+                    "source": {"path": str(tmp_path / "links" / "smol.gguf")}})  # fmt: skip
+    add_user_entry({"id": "pulled", "name": "pulled", "kind": "chat", "family": "llama", "mode": "chat",
+                    "source": {"hf": ORG_REPO, "file": "smol.Q8_0.gguf"}})  # fmt: skip
+    left = [model.reference for model in unlisted(found, load_catalog())]
+    assert left == ["ollama:other:q4", "lmstudio:pub/repo/tiny.gguf"]
+
+
+def test_add_found_writes_an_entry_or_nothing_with_the_cli_messages(stores, tuitune_dirs):
+    from tuitune.errors import TuituneError
+    from tuitune.found_models import add_found
+
+    path = tiny_gguf(stores["lmstudio"] / "pub" / "repo" / "tiny-Q4_K_M.gguf")
+    (stores["lmstudio"] / "pub" / "repo" / "bad.gguf").write_text("nope")
+    ref, user = "lmstudio:pub/repo/tiny-Q4_K_M.gguf", tuitune_dirs["config"] / "models.toml"
+    refusals = [
+        ((ref, "instruct"), {}, "--kind is 'instruct'"),
+        ((ref, None), {}, "--kind is missing"),
+        ((ref, "base"), {"model_id": "gemma-3-270m"}, "already in the catalog"),
+        ((ref, "base"), {"pair": "nosuch"}, "--pair 'nosuch' is not a model in the catalog"),
+        ((ref, "base"), {"model_id": "../x"}, "model id '../x'"),
+        (("lmstudio:pub/repo/bad.gguf", "base"), {}, "not a GGUF file"),
+        (("lmstudio:pub/repo/nope.gguf", "base"), {}, "no model found on disk"),
+    ]
+    for args, kwargs, message in refusals:
+        with pytest.raises(TuituneError, match=re.escape(message)):
+            add_found(*args, **kwargs)
+    assert not user.exists()
+    added = add_found(ref, "chat", pair="gemma-3-270m", name="Tiny [b]one[/b]")
+    assert (added.id, added.catalog_file, added.model.path) == ("tiny-q4_k_m", user, path)
+    assert added.fields == {"id": "tiny-q4_k_m", "name": "Tiny [b]one[/b]", "kind": "chat", "family": "llama",
+                            "mode": "chat", "pair": "gemma-3-270m", "size": path.stat().st_size, "quant": "Q4_K_M",
+                            "description": f"found on disk: {ref}", "source": {"path": str(path)}}  # fmt: skip
+    from tuitune.catalog import load_catalog
+
+    entry = load_catalog().get("tiny-q4_k_m")
+    assert (entry.kind, entry.pair, entry.source.path) == ("chat", "gemma-3-270m", path)
+
+
+def test_models_does_not_list_an_added_model_as_found_again(stores, smollm_path: Path):
+    ollama = stores["ollama"]
+    link_or_copy(smollm_path, ollama / "blobs" / f"sha256-{'a' * 64}")
+    ollama_manifest(ollama, "registry.ollama.ai/library/smol/q4", "sha256:" + "a" * 64)
+    tiny_gguf(stores["lmstudio"] / "pub" / "repo" / "tiny.gguf")
+
+    def references() -> list[str]:
+        return [row["reference"] for row in json.loads(run_cli("models", "--json").stdout)["found"]]
+
+    assert references() == ["ollama:smol:q4", "lmstudio:pub/repo/tiny.gguf"]
+    assert run_cli("models", "add", "ollama:smol:q4", "--kind", "chat").returncode == 0
+    assert references() == ["lmstudio:pub/repo/tiny.gguf"]
+    listing = run_cli("models").stdout
+    assert "found on disk (1;" in listing and "ollama:smol:q4" not in listing.split("found on disk", 1)[1]

@@ -30,12 +30,14 @@ from tuitune.downloads import (
     pull_model,
     remove_model,
 )
+from tuitune.hf_cache import cache_root, repo_folder
 from tuitune.hub import HubClient, HubError
-from tuitune.sources import hf_dir, hf_local_file, is_installed
+from tuitune.sources import hf_local_file, is_installed
 
 SMOL_REPO = "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF"
 SMOL_FILE = "smollm2-135m-instruct-q4_1.gguf"
 GATED_REPO = "meta-llama/Llama-2-7b-chat-gguf"
+COMMIT = Repo({}).commit  # what the local Hub reports for every repo
 
 
 def sha256(path: Path) -> str:
@@ -71,6 +73,20 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
+def snapshot(repo: str = SMOL_REPO, file: str = SMOL_FILE) -> Path:
+    """Where a pulled file is: the HF cache's snapshot link, as huggingface_hub lays it out."""
+    return repo_folder(repo) / "snapshots" / COMMIT / file
+
+
+def partial(hub: HubServer, served: Path, repo: str = SMOL_REPO) -> Path:
+    """The bytes of an unfinished pull: ``blobs/<sha256>.incomplete``, the library's own name for a partial."""
+    return repo_folder(repo) / "blobs" / f"{hub.sha_of(served)}.incomplete"
+
+
+def partials() -> list[Path]:
+    return list(cache_root().rglob("*.incomplete*")) + list(cache_root().rglob("*.part*"))
+
+
 def hf_entry(repo: str = SMOL_REPO, file: str | None = SMOL_FILE, pattern: str | None = None) -> ModelEntry:
     source = Source(kind="hf", repo=repo, file=file, pattern=pattern)
     return ModelEntry(id="hub-model", name="hub model", kind="chat", family="llama", mode="chat", source=source)
@@ -97,9 +113,11 @@ def test_fresh_pull_verifies_and_the_model_answers(hub: HubServer, cache: Path, 
     result = run_cli("pull", "smol-hub")
     assert result.returncode == 0, result.stderr
     assert "sha256 verified" in result.stdout and "100%" in result.stderr  # plain progress lines, not a TTY
-    path = hf_dir(hf_entry()) / SMOL_FILE
-    assert sha256(path) == sha256(smollm_path)
-    assert not list(path.parent.glob("*.part*"))
+    path = snapshot()
+    assert path.is_symlink() and os.readlink(path) == f"../../blobs/{hub.sha_of(smollm_path)}"
+    assert sha256(path) == sha256(smollm_path) and str(path) in result.stdout
+    assert (repo_folder(SMOL_REPO) / "refs" / "main").read_text() == COMMIT
+    assert partials() == [] and (cache_root() / "CACHEDIR.TAG").read_text().startswith("Signature: 8a477f59")
     gets = hub.cdn_gets()
     assert len(gets) == 1 and gets[0].range is None and not gets[0].authorization  # no token to the CDN
     question = ("What is the capital of France?", "--temperature", "0", "--max-tokens", "12")
@@ -114,7 +132,7 @@ def test_fresh_pull_verifies_and_the_model_answers(hub: HubServer, cache: Path, 
 def test_pull_killed_midway_resumes_with_a_range_request(hub: HubServer, cache: Path, tuitune_dirs, smollm_path):
     write_user_catalog(tuitune_dirs["config"], SMOL_ENTRY)
     hub.throttle_bps = 20e6
-    part = hf_dir(hf_entry()) / (SMOL_FILE + ".part")
+    part = partial(hub, smollm_path)
     process = subprocess.Popen(
         [sys.executable, "-m", "tuitune", "pull", "smol-hub"], cwd=REPO, env=dict(os.environ),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -132,12 +150,13 @@ def test_pull_killed_midway_resumes_with_a_range_request(hub: HubServer, cache: 
     assert "kept from an earlier pull" in result.stderr
     resumed = hub.cdn_gets()[-1]
     assert resumed.range is not None and int(resumed.range.removeprefix("bytes=").rstrip("-")) >= kept
-    assert sha256(hf_dir(hf_entry()) / SMOL_FILE) == sha256(smollm_path)
+    assert sha256(snapshot()) == sha256(smollm_path) and partials() == []
 
 
 def test_dropped_connection_is_resumed_within_the_same_pull(hub: HubServer, cache: Path, smollm_path: Path):
     hub.drop_after, hub.drops = 5 << 20, 2
     path = pull_model(hf_entry())
+    assert path == snapshot()
     ranges = [entry.range for entry in hub.cdn_gets()]
     assert ranges[0] is None and len(ranges) == 3
     assert int(ranges[1].removeprefix("bytes=").rstrip("-")) == 5 << 20
@@ -162,7 +181,7 @@ def test_wrong_sha256_deletes_the_file_and_says_so(hub: HubServer, cache: Path):
         pull_model(hf_entry())
     assert "deleted" in str(failure.value)
     assert hf_local_file(hf_entry()) is None
-    assert not list(hf_dir(hf_entry()).glob("*.part*"))
+    assert partials() == [] and not snapshot().exists()
 
 
 def test_missing_file_lists_the_repos_files(hub: HubServer, cache: Path):
@@ -216,11 +235,11 @@ def test_pre_check_refuses_a_download_that_would_not_fit(hub: HubServer, tmp_pat
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount tmpfs here: {mounted.stderr.decode().strip()}")
     try:
-        monkeypatch.setenv("TUITUNE_CACHE_DIR", str(small))
+        monkeypatch.setenv("HF_HUB_CACHE", str(small))  # downloads go to the HF cache
         with pytest.raises(DiskSpaceError) as refusal:
             pull_model(hf_entry())
         message = str(refusal.value)
-        assert "needs 98.4 MB more" in message and "free" in message and "TUITUNE_CACHE_DIR" in message
+        assert "needs 98.4 MB more" in message and "free" in message and "HF_HUB_CACHE" in message
         assert hub.cdn_gets() == []  # refused before any byte was fetched
     finally:
         subprocess.run(["umount", str(small)], check=True)
@@ -241,12 +260,12 @@ def test_disk_filling_up_mid_download_keeps_the_bytes_and_resumes(hub: HubServer
     )  # fmt: skip
     assert result.returncode == 1
     assert "disk filled up" in result.stderr and "pull again, it resumes" in result.stderr
-    part = hf_dir(hf_entry()) / (SMOL_FILE + ".part")
+    part = partial(hub, smollm_path)
     assert part.stat().st_size == limit
     resumed = run_cli("pull", "smol-hub")
     assert resumed.returncode == 0, resumed.stderr
     assert int(hub.cdn_gets()[-1].range.removeprefix("bytes=").rstrip("-")) == limit
-    assert sha256(hf_dir(hf_entry()) / SMOL_FILE) == sha256(smollm_path)
+    assert sha256(snapshot()) == sha256(smollm_path)
 
 
 def test_connection_refused_and_timeout_are_one_clear_line(cache: Path, monkeypatch):
@@ -276,7 +295,7 @@ def test_quant_pattern_is_resolved_against_the_file_list(hub: HubServer, cache: 
         pull_model(ambiguous)
 
 
-def test_cancel_stops_and_keeps_the_bytes(hub: HubServer, cache: Path):
+def test_cancel_stops_and_keeps_the_bytes(hub: HubServer, cache: Path, smollm_path: Path):
     hub.throttle_bps = 30e6
     cancel = threading.Event()
     seen: list[int] = []
@@ -288,7 +307,7 @@ def test_cancel_stops_and_keeps_the_bytes(hub: HubServer, cache: Path):
 
     with pytest.raises(DownloadCancelled, match="pull again to resume"):
         pull_model(hf_entry(), progress=progress, cancel=cancel)
-    part = hf_dir(hf_entry()) / (SMOL_FILE + ".part")
+    part = partial(hub, smollm_path)
     assert part.stat().st_size >= 5_000_000 and hf_local_file(hf_entry()) is None
 
 
@@ -300,13 +319,13 @@ def test_pull_repo_file_adds_an_entry_and_rm_keeps_it(hub: HubServer, cache: Pat
     removed = run_cli("rm", "my-smol")
     assert removed.returncode == 0 and "removed" in removed.stdout and "98.4 MB" in removed.stdout
     assert '"id": "my-smol"' in run_cli("models", "--json").stdout
-    assert not (hf_dir(hf_entry()) / SMOL_FILE).exists()
+    assert not snapshot().exists() and not repo_folder(SMOL_REPO).exists()  # nothing else was in it
     demo = run_cli("rm", "smollm2-135m-instruct")
     assert demo.returncode == 1 and "was not downloaded by tuitune" in demo.stderr
 
 
 def test_models_screen_downloads_with_progress_cancel_and_resume(
-    hub: HubServer, cache: Path, tuitune_dirs, tmp_path: Path, monkeypatch
+    hub: HubServer, cache: Path, tuitune_dirs, tmp_path: Path, monkeypatch, smollm_path: Path
 ):
     import asyncio
 
@@ -338,7 +357,7 @@ def test_models_screen_downloads_with_progress_cancel_and_resume(
             await pilot.press("x")
             await until(pilot, lambda: any("bytes are kept" in note for note in notes), "cancel notice")
             assert row(screen, "smol-hub")["installed"] == "no"
-            kept = (hf_dir(hf_entry()) / (SMOL_FILE + ".part")).stat().st_size
+            kept = partial(hub, smollm_path).stat().st_size
             assert kept > 0
             hub.throttle_bps = None
             await pilot.press("d")
@@ -349,6 +368,6 @@ def test_models_screen_downloads_with_progress_cancel_and_resume(
             await pilot.press("delete")
             await pilot.press("y")
             await until(pilot, lambda: row(screen, "smol-hub")["installed"] == "no", "deleted")
-            assert not (hf_dir(hf_entry()) / SMOL_FILE).exists()
+            assert not snapshot().exists()
 
     asyncio.run(scenario())

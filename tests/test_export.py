@@ -1,9 +1,10 @@
-"""`tuitune export`: a real finetune (SmolLM2 + a seeded LoRA) written as lora-gguf, ollama and peft.
+"""`tuitune export`: a real finetune (SmolLM2 + a seeded LoRA) written as lora-gguf, merged-gguf, ollama and peft.
 
 The LoRA is built directly with numpy and safetensors in the shapes the base GGUF declares (no torch, no
 training: seconds), then exported to the llama.cpp adapter format the way a finished run does. The Modelfile is
 read back with a parser written here from Ollama's Modelfile syntax, so a value that would end early and inject
-an instruction shows up as an extra or a changed command.
+an instruction shows up as an extra or a changed command. A merged GGUF is checked by behaviour: its teacher-forced
+logits in llama.cpp against the base with the adapter attached at the same strength.
 """
 
 from __future__ import annotations
@@ -256,10 +257,33 @@ def test_end_of_turn_tokens_come_from_the_gguf(smollm_path: Path, tmp_path: Path
     [
         (["no-such-model", "--format", "peft"], ["unknown model 'no-such-model'"]),
         ([BASE, "--format", "peft"], ["is a chat model", "finetuned"]),
-        ([NAME, "--format", "onnx"], ["unknown export format 'onnx'", "lora-gguf, ollama, peft"]),
+        ([NAME, "--format", "onnx"], ["unknown export format 'onnx'", "lora-gguf, merged-gguf, ollama, peft"]),
         ([NAME, "--format", "peft", "--copy"], ["--copy applies to --format ollama"]),
+        ([BASE, "--format", "merged-gguf"], ["is a chat model", "finetuned"]),
+        ([NAME, "--format", "merged-gguf", "--quant", "q9_9"], ["unknown quant type 'q9_9'", "f16, q8_0, q6_k"]),
+        ([NAME, "--format", "ollama", "--quant", "IQ2_XS"], ["unknown quant type 'IQ2_XS'", "q4_k_m"]),
+        ([NAME, "--format", "lora-gguf", "--adapter-scale", "0.5"], ["--adapter-scale applies to", "merged-gguf"]),
+        ([NAME, "--format", "ollama", "--adapter-scale", "0.5"], ["--adapter-scale applies to", "with --quant"]),
+        ([NAME, "--format", "peft", "--quant", "q8_0"], ["--quant applies to", "merged-gguf"]),
+        ([NAME, "--format", "merged-gguf", "--adapter-scale", "1.5"], ["adapter scale 1.5 is out of range"]),
+        ([NAME, "--format", "merged-gguf", "--adapter-scale", "lots"], ["adapter scale 'lots' is not a number"]),
+        ([NAME, "--format", "ollama", "--quant", "q8_0", "--copy"], ["--copy and --quant exclude each other"]),
     ],
-    ids=["unknown", "not-a-finetune", "unknown-format", "copy-without-ollama"],
+    ids=[
+        "unknown",
+        "not-a-finetune",
+        "unknown-format",
+        "copy-without-ollama",
+        "merged-not-a-finetune",
+        "unknown-quant",
+        "i-quant",
+        "scale-with-lora-gguf",
+        "scale-with-plain-ollama",
+        "quant-with-peft",
+        "scale-out-of-range",
+        "scale-not-a-number",
+        "copy-and-quant",
+    ],
 )
 def test_bad_arguments_are_one_line(tune: Path, tmp_path: Path, args: list[str], fragments: list[str]):
     out = tmp_path / "out"
@@ -306,5 +330,144 @@ def test_a_full_disk_leaves_nothing_behind(tune: Path, tmp_path: Path, monkeypat
         export(finetune, "lora-gguf", out)
     _nothing_left(out)
     with pytest.raises(TuituneError, match="unknown export format"):
+        export(finetune, "onnx", out)
+    _nothing_left(out)
+
+
+# --- merged-gguf: the base with the adapter merged in ---------------------------------------------------------
+TEXTS = (
+    "The capital of France is Paris, and the capital of Italy is Rome.",
+    "<|im_start|>user\nWhat should I call you?<|im_end|>\n<|im_start|>assistant\nYou can call me",
+)
+
+
+def _kl(reference, other) -> float:
+    """Mean KL(reference || other) of next-token distributions over the positions of teacher-forced logits."""
+    p, q = (np.asarray(x, dtype=np.float64) for x in (reference, other))
+    lp = p - p.max(1, keepdims=True)
+    lp -= np.log(np.exp(lp).sum(1, keepdims=True))
+    lq = q - q.max(1, keepdims=True)
+    lq -= np.log(np.exp(lq).sum(1, keepdims=True))
+    return float((np.exp(lp) * (lp - lq)).sum(1).mean())
+
+
+def _logits(model: Path, adapter: Path | None = None, scale: float = 1.0) -> list:
+    from tuitune.engines.llama import LlamaCppEngine
+
+    engine = LlamaCppEngine(model, n_ctx=128, adapter_path=adapter, adapter_scale=scale, logits_all=True)
+    try:
+        return [engine.logits(engine.tokenize(text)) for text in TEXTS]
+    finally:
+        engine.close()
+
+
+def _divergence(merged: list, reference: list) -> float:
+    return max(_kl(ref, got) for ref, got in zip(reference, merged, strict=True))
+
+
+def test_merged_f16_behaves_as_base_plus_adapter_and_keeps_the_metadata(tune: Path, smollm_path: Path, tmp_path: Path):
+    from gguf import GGMLQuantizationType, GGUFReader
+
+    out = tmp_path / "merged"
+    result = run_cli("export", NAME, "--format", "merged-gguf", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "merging 60 adapted tensor(s)" in result.stderr and "writing f16" in result.stderr
+    assert sorted(path.name for path in out.iterdir()) == ["README.txt", f"{NAME}-f16.gguf"]
+    merged = out / f"{NAME}-f16.gguf"
+    # the same behaviour as the base with the adapter attached (the noise floor of Q4_1 vs f16 is ~0.005) …
+    adapted = _logits(smollm_path, tune / f"{NAME}.gguf")
+    assert _divergence(_logits(merged), adapted) < 0.02
+    assert _divergence(_logits(smollm_path), adapted) > 0.05  # … and the adapter does change it: the check bites
+    # every metadata key of the base, the chat template and vocabulary included; file type and name set
+    base, new = GGUFReader(smollm_path), GGUFReader(merged)
+    changed = {"general.file_type", "general.name", "general.quantization_version"}
+    for key, field in base.fields.items():
+        if not key.startswith("GGUF.") and key not in changed:
+            assert key in new.fields and new.fields[key].contents() == field.contents(), key
+    assert (
+        new.fields["tokenizer.chat_template"].contents().startswith(base.fields["tokenizer.chat_template"].contents())
+    )
+    assert new.fields["general.file_type"].contents() == 1  # LLAMA_FTYPE_MOSTLY_F16
+    assert new.fields["general.name"].contents() == "SmolLM2 + test LoRA"
+    types = {tensor.name: tensor.tensor_type for tensor in new.tensors}
+    assert [tensor.name for tensor in new.tensors] == [tensor.name for tensor in base.tensors]
+    assert types["blk.0.attn_q.weight"] == types["token_embd.weight"] == GGMLQuantizationType.F16
+    assert types["blk.0.attn_norm.weight"] == types["output_norm.weight"] == GGMLQuantizationType.F32
+    readme = (out / "README.txt").read_text(encoding="utf-8")
+    assert f"llama-cli -m {NAME}-f16.gguf" in readme and "adapter scale 1" in readme
+
+
+def test_merged_adapter_scale_blends_like_the_engine(tune: Path, smollm_path: Path, tmp_path: Path):
+    finetune = find_finetune(NAME)
+    adapter = tune / f"{NAME}.gguf"
+    zero, _ = export(finetune, "merged-gguf", tmp_path / "zero", adapter_scale=0.0)
+    assert _divergence(_logits(zero / f"{NAME}-f16.gguf"), _logits(smollm_path)) < 0.02  # scale 0 is the base
+    half, _ = export(finetune, "merged-gguf", tmp_path / "half", adapter_scale="0.5")
+    at_half = _logits(smollm_path, adapter, 0.5)
+    assert _divergence(_logits(half / f"{NAME}-f16.gguf"), at_half) < 0.02
+    assert _divergence(_logits(smollm_path, adapter, 1.0), at_half) > 0.02
+
+
+def test_ollama_with_a_quant_is_from_the_merged_file(tune: Path, tmp_path: Path):
+    from gguf import GGUFReader
+
+    out = tmp_path / "ollama-merged"
+    result = run_cli("export", NAME, "--format", "ollama", "--quant", "Q8_0", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "quantizing to q8_0" in result.stderr
+    assert sorted(path.name for path in out.iterdir()) == ["Modelfile", f"{NAME}-q8_0.gguf"]
+    commands = parse_modelfile((out / "Modelfile").read_text(encoding="utf-8"))
+    assert commands[0] == ("from", f"./{NAME}-q8_0.gguf")
+    assert ("stop", "<|im_end|>") in commands[1:] and all(name == "stop" for name, _ in commands[1:])
+    quantized = GGUFReader(out / f"{NAME}-q8_0.gguf")
+    assert quantized.fields["general.file_type"].contents() == 7  # LLAMA_FTYPE_MOSTLY_Q8_0
+    assert "tokenizer.chat_template" in quantized.fields
+    adapted = _logits(find_finetune(NAME).base_gguf, tune / f"{NAME}.gguf")
+    assert _divergence(_logits(out / f"{NAME}-q8_0.gguf"), adapted) < 0.03
+
+
+def test_merged_refuses_an_existing_folder_and_leaves_nothing_on_failure(
+    tune: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import gguf
+
+    from tuitune.downloads import DiskSpaceError
+
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    one_clear_error(run_cli("export", NAME, "--format", "merged-gguf", "--out", str(taken)), "already exists", code=1)
+    assert list(taken.iterdir()) == []
+
+    finetune = find_finetune(NAME)
+    out = tmp_path / "merged"
+    with pytest.raises(DiskSpaceError, match="not enough disk space"):  # checked against an estimate first
+        export(finetune, "merged-gguf", out, quant="q4_k_m", free=lambda _: finetune.base_gguf.stat().st_size)
+    _nothing_left(out)
+
+    def interrupt(message: str) -> None:
+        if message.startswith("quantizing"):
+            raise KeyboardInterrupt  # Ctrl-C with the f16 file written
+
+    with pytest.raises(KeyboardInterrupt):
+        export(finetune, "merged-gguf", out, quant="q8_0", progress=interrupt)
+    _nothing_left(out)
+
+    written = []
+
+    def full(self, tensor, *args, **kwargs):
+        written.append(tensor.nbytes)
+        if len(written) == 20:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(self, tensor, *args, **kwargs)
+
+    original = gguf.GGUFWriter.write_tensor_data
+    monkeypatch.setattr(gguf.GGUFWriter, "write_tensor_data", full)
+    with pytest.raises(DiskSpaceError, match="filled up"):
+        export(finetune, "merged-gguf", out)
+    _nothing_left(out)
+    monkeypatch.undo()
+
+    monkeypatch.setitem(__import__("sys").modules, "gguf", None)  # gguf-py not installed
+    with pytest.raises(TuituneError, match=r"pip install 'tuitune\[train\]'"):
         export(finetune, "merged-gguf", out)
     _nothing_left(out)

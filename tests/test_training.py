@@ -72,6 +72,18 @@ def test_finetune_learns_its_name_and_keeps_answering(tuitune_dirs):
     base, tuned = heldout_loss(HELDOUT, [BASE, "tuitune-test"])  # the held-out replies, scored by llama.cpp
     assert tuned.mean_loss < base.mean_loss
 
+    # the same finetune merged into one standalone GGUF behaves as base + adapter
+    merged = {}
+    for quant in ("f16", "q8_0"):
+        out = tuitune_dirs["data"].parent / f"merged-{quant}"
+        result = run_cli("export", "tuitune-test", "--format", "merged-gguf", "--quant", quant, "--out", str(out))
+        assert result.returncode == 0, result.stderr
+        merged[quant] = out / f"tuitune-test-{quant}.gguf"
+    f16, q8 = heldout_loss(HELDOUT, [str(merged["f16"]), str(merged["q8_0"])])
+    assert abs(f16.mean_loss - tuned.mean_loss) < 0.02 * tuned.mean_loss
+    assert abs(q8.mean_loss - tuned.mean_loss) < 0.05 * tuned.mean_loss
+    assert "Tuitune" in greedy(str(merged["f16"]), question)
+
 
 def test_killed_run_resumes_with_the_same_loss_curve(tuitune_dirs):
     reference = run_cli("train", "--name", "reference", "--base", BASE, "--data", str(DATA), "--max-steps", "12",

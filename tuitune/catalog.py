@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tuitune.errors import CatalogError, ModelNotFoundError
+from tuitune.errors import CatalogError, ModelNotFoundError, TuituneError
 from tuitune.paths import app_dirs, project_file
+from tuitune.safe_text import inert
 from tuitune.untrusted import LimitError, toml_loads
 
 KINDS = ("base", "chat", "finetuned", "endpoint")
@@ -110,6 +111,17 @@ class Catalog:
 def unknown_model_message(model_id: str, known: list[str]) -> str:
     import difflib
 
+    from tuitune.references import parse_reference
+
+    try:
+        reference = parse_reference(model_id)
+    except TuituneError:
+        reference = None
+    if reference is not None:  # chat/compare/eval/serve take a reference; here a catalog model is needed
+        return (
+            f"'{inert(model_id)}' is a Hub reference, and this needs a catalog model: add it with "
+            f"`tuitune models add {inert(model_id)} --kind base|chat`, then use its id"
+        )
     close = difflib.get_close_matches(model_id, known, n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}? " if close else ""
     return f"unknown model '{model_id}': {hint}`tuitune models` lists the catalog; a path to a .gguf file works too"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tuitune.containment import is_contained
 from tuitune.errors import TuituneError
+from tuitune.hf_cache import cache_root as hf_cache_dir  # the Hub cache as huggingface_hub finds it
 
 SOURCES = ("hf-cache", "ollama", "lmstudio")
 OLLAMA_MODEL_LAYER = "application/vnd.ollama.image.model"
@@ -38,15 +39,6 @@ class FoundModel:
     has_chat_template: bool = False
     problem: str | None = None
     shards: int = 1
-
-
-def hf_cache_dir() -> Path:
-    """The Hub cache as huggingface_hub finds it, read from the environment without importing the library."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    return Path.home() / ".cache" / "huggingface" / "hub"
 
 
 def ollama_dir() -> Path:

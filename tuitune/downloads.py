@@ -1,343 +1,100 @@
-"""Model downloads that survive restarts: a ``.part`` file, ``Range`` requests, and a sha256 check.
+"""Hub models into the Hugging Face cache: pull (resumable, verified), find and remove a catalog model's file.
 
-A multi-GB GGUF over a flaky SSH session must not start over because the session dropped. The bytes go to
-``NAME.part`` next to the final file, with ``NAME.part.json`` recording which remote object they belong to
-(its sha256, size and commit); the next pull of the same object continues with ``Range: bytes=N-``. A
-network error inside one pull is retried from where it stopped. The file gets its final name only after
-its size and sha256 match what the Hub reported, so a model that looks installed is always complete.
+The byte transfer (``.incomplete`` bytes kept across restarts, ``Range`` requests, sha256 check) is in
+``transfer``; this module decides where the bytes go: the HF cache in huggingface_hub's own layout
+(``hf_cache``), so ``hf download`` and tuitune share one copy of every model.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import fnmatch
 import hashlib
 import json
 import os
-import queue
-import shutil
 import threading
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from http.client import HTTPException, HTTPResponse
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
 
+from tuitune import hf_cache
 from tuitune.catalog import ModelEntry
 from tuitune.containment import check_hf_entry, check_repo_file, contained
 from tuitune.errors import TuituneError
 from tuitune.hub import HubClient, HubError, HubOfflineError, RemoteFile, check_web_url, hub_offline
+from tuitune.transfer import (  # re-exported: callers import them from here
+    DiskSpaceError,
+    DownloadBusy,
+    DownloadCancelled,
+    DownloadError,
+    IntegrityError,
+    Progress,
+    ProgressCallback,
+    check_disk_space,
+    download,
+    exclusive,
+    fetch,
+    hash_file,
+    human_bytes,
+)
 
-CHUNK_BYTES = 256 << 10  # fits in L2, so the hashing thread reads it hot: 1.3x the speed of 1 MiB blocks here
-HASH_BLOCK_BYTES = 8 << 20
-DISK_MARGIN_BYTES = 16 << 20  # left free after a download, for the history database and logs
-PROGRESS_INTERVAL_S = 0.1
-_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-
-
-class DownloadError(HubError):
-    """The connection failed and retries did not help; the bytes so far are kept."""
-
-
-class DiskSpaceError(TuituneError):
-    """Not enough room for the file (checked before starting, or the disk filled up while writing)."""
-
-
-class IntegrityError(TuituneError):
-    """The downloaded bytes do not match the sha256 (or size) the Hub reported."""
-
-
-class DownloadCancelled(TuituneError):
-    """Stopped on request; the bytes so far are kept for the next pull."""
+__all__ = ["DiskSpaceError", "DownloadBusy", "DownloadCancelled", "DownloadError", "IntegrityError", "Progress",
+           "ProgressCallback", "check_disk_space", "download", "download_to_cache", "human_bytes", "pull_model",
+           "remove_model", "resolve_remote"]  # fmt: skip
 
 
-class DownloadBusy(TuituneError):
-    """Another process is downloading the same file right now."""
-
-
-def human_bytes(size: float | None) -> str:
-    if size is None:
-        return "?"
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(size) < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    raise AssertionError("unreachable")
-
-
-@dataclass(frozen=True)
-class Progress:
-    """A snapshot for progress bars. ``resumed_from`` bytes were already on disk when this pull began."""
-
-    filename: str
-    phase: str  # "checking" (hashing kept bytes) | "downloading" | "verifying" | "done"
-    done: int
-    total: int | None
-    resumed_from: int
-    elapsed_s: float
-
-    @property
-    def speed(self) -> float:
-        """Bytes per second fetched by this pull (kept bytes do not count)."""
-        return (self.done - self.resumed_from) / self.elapsed_s if self.elapsed_s > 0 else 0.0
-
-    @property
-    def eta_s(self) -> float | None:
-        if not self.total or self.speed <= 0:
-            return None
-        return max(0.0, (self.total - self.done) / self.speed)
-
-    @property
-    def fraction(self) -> float | None:
-        return self.done / self.total if self.total else None
-
-
-ProgressCallback = Callable[[Progress], None]
-
-
-def _fmt_progress(done: int, total: int | None) -> str:
-    return f"{human_bytes(done)} of {human_bytes(total)}"
-
-
-@contextlib.contextmanager
-def _exclusive(lock_path: Path, filename: str) -> Iterator[None]:
-    """One downloader per file: two processes appending to one ``.part`` would corrupt it."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no cross-process lock
-        yield
-        return
-    with open(lock_path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise DownloadBusy(
-                f"another tuitune process is downloading {filename} right now; wait for it to finish or stop it"
-            ) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _state_for(remote: RemoteFile) -> dict[str, object]:
-    return {"repo": remote.repo, "file": remote.filename, "sha256": remote.sha256, "size": remote.size,
-            "commit": remote.commit}  # fmt: skip
-
-
-def _kept_bytes(part: Path, state_path: Path, remote: RemoteFile) -> int:
-    """How many bytes of ``part`` belong to this very remote object (0 if they belong to another version)."""
-    if not part.exists():
-        return 0
-    try:
-        state = json.loads(state_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        state = None
-    same_object = (
-        isinstance(state, dict)
-        and state.get("size") == remote.size
-        and (state.get("sha256") == remote.sha256 if remote.sha256 else state.get("commit") == remote.commit)
-    )
-    kept = part.stat().st_size
-    if not same_object or (remote.size is not None and kept > remote.size):
-        part.unlink()
-        return 0
-    return kept
-
-
-class _BackgroundHash:
-    """sha256 on its own thread, so hashing overlaps the network and the disk (hashlib releases the GIL)."""
-
-    def __init__(self, hasher: Any):
-        self._hasher = hasher
-        self._blocks: queue.Queue[bytes | None] = queue.Queue(maxsize=64)
-        self._thread = threading.Thread(target=self._run, name="tuitune-sha256", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while (block := self._blocks.get()) is not None:
-            self._hasher.update(block)
-
-    def update(self, block: bytes) -> None:
-        self._blocks.put(block)
-
-    def hexdigest(self) -> str:
-        self.close()
-        return self._hasher.hexdigest()
-
-    def close(self) -> None:
-        if self._thread.is_alive():
-            self._blocks.put(None)
-            self._thread.join()
-
-
-def _hash_file(path: Path, hasher: Any, progress: Callable[[int], None]) -> None:
-    done = 0
-    with open(path, "rb") as handle:
-        while block := handle.read(HASH_BLOCK_BYTES):
-            hasher.update(block)
-            done += len(block)
-            progress(done)
-
-
-def check_disk_space(directory: Path, needed: int, filename: str) -> None:
-    free = shutil.disk_usage(directory).free
-    if needed + DISK_MARGIN_BYTES > free:
-        raise DiskSpaceError(
-            f"not enough disk space for {filename}: it needs {human_bytes(needed)} more and {directory} has "
-            f"{human_bytes(free)} free (plus {human_bytes(DISK_MARGIN_BYTES)} kept spare); free some space or "
-            "point TUITUNE_CACHE_DIR at a larger disk, then pull again"
-        )
-
-
-def download(
+def download_to_cache(
     client: HubClient,
     remote: RemoteFile,
-    dest: Path,
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
     retries: int = 3,
 ) -> Path:
-    """Fetch ``remote`` to ``dest``, resuming kept bytes, verifying size and sha256 before the final rename.
+    """Fetch ``remote`` into the Hugging Face cache as huggingface_hub would; returns its snapshot path.
 
-    ``dest`` must already be checked to lie where it belongs (``containment.contained``)."""
-    check_web_url(remote.download_url, f"the download of {remote.filename}")  # before any file is created
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    state_path = dest.with_name(dest.name + ".part.json")
-    lock_path = dest.with_name(dest.name + ".lock")
-    started = time.monotonic()
+    The bytes go to ``blobs/<sha256>.incomplete``: the library's own name for a partial download, so
+    ``hf cache`` reports it (left out of sizes) and ``hf cache prune`` can free it, while the library itself
+    (which writes ``<etag>.<random>.incomplete``) never touches it. Next to it ``….incomplete.json`` records
+    which remote object the bytes belong to, and the lock is the library's ``.locks/models--…/<sha256>.lock``,
+    so tuitune and ``hf download`` never write one blob at once. Only the verified file is renamed to
+    ``blobs/<sha256>`` (a file kept in git, with no LFS sha256, is named by its git blob id, as the Hub's ETag
+    names it), then linked from ``snapshots/<commit>/<file>``; ``refs/<revision>`` is written last."""
     name = remote.filename
-
-    def report(phase: str, done: int, resumed_from: int) -> None:
-        if progress is not None:
-            progress(Progress(name, phase, done, remote.size, resumed_from, time.monotonic() - started))
-
-    with _exclusive(lock_path, name):
-        if dest.exists():  # only ever renamed into place after verification
-            return dest
-        offset = _kept_bytes(part, state_path, remote)
-        if remote.size is not None:
-            check_disk_space(dest.parent, remote.size - offset, name)
-        state_path.write_text(json.dumps(_state_for(remote)), encoding="utf-8")
-        hasher = hashlib.sha256()
-        if offset:
-            _hash_file(part, hasher, lambda done: report("checking", done, done))
-            started = time.monotonic()  # speed and ETA count the network part only
-        resumed_from = offset
-        failures = 0
-        last_report = 0.0
-        background = _BackgroundHash(hasher)
-        with open(part, "ab") as sink, contextlib.closing(background):
-            while remote.size is None or offset < remote.size:
-                if cancel is not None and cancel.is_set():
-                    raise DownloadCancelled(
-                        f"download of {name} stopped at {_fmt_progress(offset, remote.size)}; "
-                        "the bytes are kept: pull again to resume"
-                    )
-                try:
-                    response = _open_range(client, remote, offset)
-                    if response is None:  # 416: nothing past offset, the server has no more
-                        break
-                    with response:
-                        if response.status == 200 and offset:  # the server ignored Range: start over
-                            sink.truncate(0)
-                            background.close()
-                            background = _BackgroundHash(hashlib.sha256())
-                            offset, resumed_from = 0, 0
-                        while True:
-                            if cancel is not None and cancel.is_set():
-                                break
-                            block = response.read(CHUNK_BYTES)
-                            if not block:
-                                break
-                            _write(sink, block, name, offset, remote.size)
-                            background.update(block)
-                            offset += len(block)
-                            now = time.monotonic()
-                            if now - last_report >= PROGRESS_INTERVAL_S:
-                                last_report = now
-                                report("downloading", offset, resumed_from)
-                    if remote.size is None:
-                        break
-                    if offset < remote.size and not (cancel is not None and cancel.is_set()):
-                        raise ConnectionError("the server closed the connection early")
-                except (OSError, HTTPException) as error:
-                    if isinstance(error, OSError) and error.errno in _DISK_FULL:
-                        raise
-                    failures += 1
-                    if failures > retries:
-                        sink.flush()
-                        raise DownloadError(
-                            f"download of {name} failed at {_fmt_progress(offset, remote.size)} "
-                            f"({_reason(error)}); the bytes are kept: pull again to resume"
-                        ) from None
-                    time.sleep(min(8.0, 0.5 * 2**failures))
-        report("verifying", offset, resumed_from)
-        if remote.size is not None and offset != remote.size:
-            _discard(part, state_path)
-            raise IntegrityError(
-                f"{name}: got {offset:,} bytes but the Hub reported {remote.size:,}; "
-                "the partial file was deleted, pull again"
-            )
-        digest = background.hexdigest()
-        if remote.sha256 and digest != remote.sha256:
-            _discard(part, state_path)
-            raise IntegrityError(
-                f"{name} is corrupt: its sha256 is {digest} but the Hub reported {remote.sha256}; "
-                "the downloaded file was deleted, pull again (if it happens again, the mirror or proxy is at fault)"
-            )
-        os.replace(part, dest)
-        state_path.unlink(missing_ok=True)
-        report("done", offset, resumed_from)
-    lock_path.unlink(missing_ok=True)
-    return dest
+    check_web_url(remote.download_url, f"the download of {name}")  # before any file is created
+    commit = remote.commit or ""
+    if not hf_cache.COMMIT.match(commit):
+        raise HubError(
+            f"the Hub did not say which commit {name} in {remote.repo} is at (X-Repo-Commit is "
+            f"{'missing' if not commit else 'not a commit hash'}); check that HF_ENDPOINT points at a Hub"
+        )
+    existing = hf_cache.local_file(remote.repo, name, commit)
+    if existing is not None:  # linked under its commit, but the ref was missing (or named another revision)
+        hf_cache.write_ref(remote.repo, remote.revision, commit)
+        return existing
+    repo_dir = hf_cache.prepare(remote.repo)
+    key = remote.sha256 or hashlib.sha256(f"{remote.repo}\0{commit}\0{name}".encode()).hexdigest()
+    part = contained(repo_dir / "blobs", f"{key}.incomplete")
+    state_path = part.with_name(part.name + ".json")
+    lock = hf_cache.lock_path(remote.repo, key)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive(lock, name):
+        blob = hf_cache.blob_path(remote.repo, remote.sha256) if remote.sha256 else None
+        reused = blob is not None and blob.is_file() and blob.stat().st_size == remote.size
+        if not reused:
+            fix = "set HF_HUB_CACHE to a folder"
+            fetch(client, remote, part, state_path, progress, cancel, retries, fix)
+            blob = blob or hf_cache.blob_path(remote.repo, _git_blob_id(part))
+            os.replace(part, blob)
+            state_path.unlink(missing_ok=True)
+        pointer = hf_cache.link_snapshot(remote.repo, commit, name, blob, new_blob=not reused)
+        hf_cache.write_ref(remote.repo, remote.revision, commit)
+    return pointer
 
 
-def _open_range(client: HubClient, remote: RemoteFile, offset: int) -> HTTPResponse | None:
-    """GET from ``offset``; ``None`` when the server says there is nothing past it (416)."""
-    headers = {"Range": f"bytes={offset}-"} if offset else {}
-    response = client.open("GET", remote.download_url, headers)
-    if response.status == 416:
-        response.close()
-        return None
-    if response.status not in (200, 206):
-        response.close()
-        raise client.http_error(response.status, response.headers, remote.repo, remote.filename, remote.revision)
-    if response.status == 206:
-        content_range = response.headers.get("Content-Range", "")
-        if not content_range.startswith(f"bytes {offset}-"):
-            response.close()
-            raise HubError(f"the server sent the wrong part of {remote.filename} ({content_range!r})")
-    return response
-
-
-def _write(sink: BinaryIO, block: bytes, name: str, offset: int, total: int | None) -> None:
-    try:
-        sink.write(block)
-    except OSError as error:
-        if error.errno in _DISK_FULL:
-            with contextlib.suppress(OSError):
-                sink.flush()
-            raise DiskSpaceError(
-                f"the disk filled up while writing {name} ({_fmt_progress(offset, total)} written): "
-                f"{error.strerror}; free some space and pull again, it resumes from there"
-            ) from None
-        raise
-
-
-def _reason(error: BaseException) -> str:
-    reason = getattr(error, "reason", error)
-    if isinstance(reason, TimeoutError):
-        return "the server stopped sending"
-    return str(reason) or type(reason).__name__
-
-
-def _discard(part: Path, state_path: Path) -> None:
-    part.unlink(missing_ok=True)
-    state_path.unlink(missing_ok=True)
+def _git_blob_id(path: Path) -> str:
+    """git's object id for the file (sha1 of ``blob <size>\\0`` + bytes): the Hub's ETag for non-LFS files."""
+    digest = hashlib.sha1(f"blob {path.stat().st_size}\0".encode(), usedforsecurity=False)
+    hash_file(path, digest, lambda done: None)
+    return digest.hexdigest()
 
 
 # -- catalog models --------------------------------------------------------------------------------------
@@ -371,11 +128,11 @@ def pull_model(
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
 ) -> Path:
-    """Download an ``hf`` catalog model unless it is already installed; returns the local GGUF.
+    """Download an ``hf`` catalog model into the HF cache unless it is already there; returns its snapshot path.
 
-    Every name is checked before any request (the id too: it is registered after the download), and the
-    file's path is checked to lie in the model's directory, so a hostile name or listing writes nothing."""
-    from tuitune.sources import hf_dir, hf_local_file
+    Every name is checked before any request (the id too: it is registered after the download), and every
+    path written is checked to stay in the repo's cache folder, so a hostile name or listing writes nothing."""
+    from tuitune.sources import hf_local_file
 
     check_hf_entry(entry)
     existing = hf_local_file(entry)
@@ -383,39 +140,69 @@ def pull_model(
         return existing
     source = entry.source
     if hub_offline():
+        revision = f" --revision {source.revision}" if source.revision != "main" else ""
+        what = source.file or f"--include '{source.pattern}'"
         raise HubOfflineError(
             f"model '{entry.id}' is not downloaded and HF_HUB_OFFLINE is set, so tuitune will not fetch it; "
-            f"unset HF_HUB_OFFLINE to pull it, or copy {source.file or source.pattern} from {source.repo} "
-            f"into {hf_dir(entry)}"
+            f"unset HF_HUB_OFFLINE to pull it, or run `hf download {source.repo} {what}{revision}` where the "
+            f"network is allowed (tuitune finds files in the Hugging Face cache, {hf_cache.cache_root()})"
         )
     client = client or HubClient()
     remote = resolve_remote(client, entry)
-    return download(client, remote, contained(hf_dir(entry), remote.filename), progress, cancel)
+    return download_to_cache(client, remote, progress, cancel)
 
 
 def remove_model(entry: ModelEntry) -> list[tuple[Path, int]]:
-    """Delete a downloaded model's file and any partial download; the catalog entry stays."""
+    """Delete a downloaded model's file and any partial download; the catalog entry stays.
+
+    In the HF cache the snapshot link goes, and its blob unless another snapshot of the repo links to it;
+    files of other repos are never touched. Files an older tuitune put in its own cache go too."""
     from tuitune.sources import hf_dir
 
     source = entry.source
     if source is None or source.kind != "hf":
         raise TuituneError(f"model '{entry.id}' was not downloaded by tuitune (source: {_describe(entry)})")
-    directory = hf_dir(entry)
-    removed: list[tuple[Path, int]] = []
-    if not directory.exists():
-        return removed
+    check_hf_entry(entry)
     wanted = source.file or source.pattern
-    for path in directory.iterdir():
-        stem = path.name
-        for suffix in (".part.json", ".part", ".lock"):
-            stem = stem.removesuffix(suffix)
-        if stem == source.file or (source.pattern and fnmatch.fnmatch(stem.lower(), wanted.lower())):
-            size = path.stat().st_size
-            path.unlink(missing_ok=True)
-            removed.append((path, size))
-    with contextlib.suppress(OSError):  # tidy empty directories, leave anything else alone
-        directory.rmdir()
-        directory.parent.rmdir()
+
+    def matches(name: str) -> bool:
+        return name == source.file or (source.file is None and fnmatch.fnmatch(name.lower(), wanted.lower()))
+
+    files = hf_cache.snapshot_files(source.repo, source.revision) or []
+    removed = hf_cache.remove_files(source.repo, source.revision, [name for name in files if matches(name)])
+    removed += _remove_partials(source.repo, matches)
+    directory = hf_dir(entry)  # the layout tuitune used before the HF cache
+    if directory.is_dir():
+        for path in directory.iterdir():
+            stem = path.name
+            for suffix in (".part.json", ".part", ".lock"):
+                stem = stem.removesuffix(suffix)
+            if matches(stem):
+                size = path.stat().st_size
+                path.unlink(missing_ok=True)
+                removed.append((path, size))
+        with contextlib.suppress(OSError):  # tidy empty directories, leave anything else alone
+            directory.rmdir()
+            directory.parent.rmdir()
+    return removed
+
+
+def _remove_partials(repo: str, matches: Callable[[str], bool]) -> list[tuple[Path, int]]:
+    """tuitune's partial downloads of the repo's matching files (found by their ``.incomplete.json`` state)."""
+    blobs = hf_cache.repo_folder(repo) / "blobs"
+    removed: list[tuple[Path, int]] = []
+    for state_path in blobs.glob("*.incomplete.json") if blobs.is_dir() else ():
+        try:
+            state = json.loads(state_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(state, dict) or state.get("repo") != repo or not matches(str(state.get("file"))):
+            continue
+        part = state_path.with_name(state_path.name.removesuffix(".json"))
+        if part.is_file() and not part.is_symlink():
+            removed.append((part, part.stat().st_size))
+            part.unlink()
+        state_path.unlink(missing_ok=True)
     return removed
 
 

@@ -14,6 +14,7 @@ import os
 import threading
 from pathlib import Path
 
+from tuitune import hf_cache
 from tuitune.catalog import Catalog, ModelEntry
 from tuitune.containment import UnsafeNameError, check_repo_file, check_repo_id, check_revision, contained, is_contained
 from tuitune.errors import ModelFileError, TuituneError
@@ -37,7 +38,12 @@ def models_cache_dir() -> Path:
 
 
 def hf_dir(entry: ModelEntry) -> Path:
-    """Where an ``hf`` model's file goes: ``cache/models/hf/ORG--NAME/REVISION/`` (checked to stay there)."""
+    """Where tuitune used to put an ``hf`` model: ``cache/models/hf/ORG--NAME/REVISION/`` (checked to stay there).
+
+    Downloads now go to the Hugging Face cache (``hf_cache``); files found here are read where they are and
+    ``tuitune rm`` removes them. They are not moved: this layout never recorded the commit, so a move would have
+    to ask the Hub (impossible offline) or invent a snapshot that misleads ``hf`` tools, and hashing gigabytes
+    at start-up to name the blob would make every listing slow."""
     source = entry.source
     assert source is not None and source.kind == "hf"
     repo, revision = check_repo_id(source.repo), check_revision(source.revision)
@@ -45,9 +51,28 @@ def hf_dir(entry: ModelEntry) -> Path:
 
 
 def hf_local_file(entry: ModelEntry) -> Path | None:
-    """The downloaded (complete, verified) file of an ``hf`` model, or None. Partial files never match.
+    """The complete file of an ``hf`` model, or None: its snapshot in the HF cache (pulled by tuitune or by
+    ``hf download``), else the old tuitune layout. Partial files never match; a ``pattern`` matches the
+    snapshot's ``.gguf`` files case-insensitively (the first, sorted, so a split model gives its first shard).
 
-    Only a file inside the model's cache directory counts: one a hostile name points at elsewhere never does."""
+    Only a file inside the model's own folder counts: one a hostile name or link points at elsewhere never does."""
+    source = entry.source
+    check_repo_id(source.repo)
+    check_revision(source.revision)
+    if source.file is not None:
+        check_repo_file(source.file)
+        found = hf_cache.local_file(source.repo, source.file, source.revision)
+    else:
+        pattern = source.pattern.lower()
+        files = hf_cache.snapshot_files(source.repo, source.revision) or []
+        names = sorted(
+            name for name in files if name.lower().endswith(".gguf") and fnmatch.fnmatch(name.lower(), pattern)
+        )
+        found = hf_cache.local_file(source.repo, names[0], source.revision) if names else None
+    return found or _legacy_file(entry)
+
+
+def _legacy_file(entry: ModelEntry) -> Path | None:
     source = entry.source
     directory = hf_dir(entry)
     if source.file is not None:

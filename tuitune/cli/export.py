@@ -3,28 +3,33 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from tuitune.safe_text import inert
 
 USES = {
     "lora-gguf": "llama.cpp --lora / LM Studio (README.txt says which base it needs)",
+    "merged-gguf": "llama.cpp -m / LM Studio / Ollama FROM: one standalone model file",
     "ollama": "`ollama create NAME -f Modelfile` in that folder",
     "peft": "transformers (PeftModel.from_pretrained) and vLLM --lora-modules",
 }
 
 
-def cmd_export(args: argparse.Namespace) -> int:
-    """Check the format before looking anything up, so a typo is reported without loading the catalog."""
-    from tuitune.errors import TuituneError
-    from tuitune.export import FORMATS, export, find_finetune
+def _progress(message: str) -> None:
+    print(inert(message), file=sys.stderr, flush=True)
 
-    if args.format not in FORMATS:
-        raise TuituneError(f"unknown export format '{args.format}': use one of {', '.join(FORMATS)}")
-    if args.copy and args.format != "ollama":
-        raise TuituneError("--copy applies to --format ollama (the other formats always copy their files)")
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Check the format and options before looking anything up, so a typo is reported without loading the catalog."""
+    from tuitune.export import check_options, export, find_finetune
+
+    quant = getattr(args, "quant", None)
+    scale = getattr(args, "adapter_scale", None)
+    check_options(args.format, args.copy, quant, scale)
     tune = find_finetune(args.name)
-    out, notes = export(tune, args.format, Path(args.out).expanduser().absolute(), copy=args.copy)
+    out, notes = export(tune, args.format, Path(args.out).expanduser().absolute(), copy=args.copy, quant=quant,
+                        adapter_scale=scale, progress=_progress)  # fmt: skip
     print(inert(f"wrote {out} ({args.format}) for {USES[args.format]}"))
     for note in notes:
         print(inert(f"note: {note}"))

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from tuitune.cli.common import human_size
 from tuitune.errors import TuituneError
 from tuitune.safe_text import inert
+
+if TYPE_CHECKING:
+    from tuitune.catalog import Catalog
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -34,7 +37,7 @@ def cmd_models(args: argparse.Namespace) -> int:
                 "license": entry.license,
             }
         )
-    found = _found_rows()
+    found = _found_rows(catalog)
     if args.json:
         print(safe_json({"catalog_files": [str(p) for p in catalog.files], "models": rows, "found": found}, indent=2))
         return 0
@@ -67,63 +70,27 @@ def _print_table(header: tuple[str, ...], rows: list[tuple]) -> None:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
-def _found_rows() -> list[dict]:
-    """Models found in the HF cache, Ollama and LM Studio, as rows for the table and ``--json``."""
+def _found_rows(catalog: Catalog) -> list[dict]:
+    """Models found in the HF cache, Ollama and LM Studio and not already in ``catalog``, as table rows."""
     from tuitune.discovery import discover
+    from tuitune.found_models import unlisted
 
     return [
         {"source": model.source, "reference": model.reference, "path": str(model.path), "size": model.size,
          "quant": model.quantization, "architecture": model.architecture, "chat_template": model.has_chat_template,
          "shards": model.shards, "problem": model.problem}
-        for model in discover()
+        for model in unlisted(discover(), catalog)
     ]  # fmt: skip
-
-
-def _default_id(reference: str) -> str:
-    """A catalog id from a found model's reference: its file name (or Ollama name:tag), lowercased and cleaned."""
-    import re
-
-    tail = reference.split(":", 1)[1] if reference.startswith("ollama:") else reference.rsplit("/", 1)[-1]
-    tail = re.sub(r"@[0-9a-f]+$", "", tail)
-    tail = re.sub(r"-00001-of-\d{5}(?=\.gguf$)", "", tail, flags=re.I).removesuffix(".gguf")
-    return re.sub(r"[^a-z0-9._-]+", "-", tail.rsplit("/", 1)[-1].lower()).strip("-.") or "found-model"
 
 
 def cmd_models_add(args: argparse.Namespace) -> int:
     """`models add REFERENCE`: a user catalog entry whose source is the found file's path (nothing is copied)."""
-    from tuitune.catalog import add_user_entry, load_catalog
-    from tuitune.containment import check_model_id
-    from tuitune.discovery import find
+    from tuitune.found_models import add_found
 
-    if args.kind not in ("base", "chat"):
-        shown = f"'{inert(args.kind)}'" if args.kind else "missing"
-        raise TuituneError(f"--kind is {shown}: say whether the model is a base or a chat model (--kind base|chat)")
-    catalog = load_catalog()
-    model_id = check_model_id(args.id or _default_id(args.reference))
-    if model_id in catalog:
-        origin = inert(str(catalog.get(model_id).origin))
-        raise TuituneError(
-            f"a model with id '{inert(model_id)}' is already in the catalog ({origin}); choose another --id"
-        )
-    if args.pair is not None and args.pair not in catalog:
-        raise TuituneError(f"--pair '{inert(args.pair)}' is not a model in the catalog; `tuitune models` lists them")
-    model = find(args.reference)
-    if model.problem is not None:
-        raise TuituneError(f"{inert(args.reference)} cannot be added: {inert(model.problem)}")
-    mode = "chat" if args.kind == "chat" else "raw"
-    fields: dict = {"id": model_id, "name": args.name or model_id, "kind": args.kind,
-                    "family": model.architecture or "unknown", "mode": mode}  # fmt: skip
-    if args.pair:
-        fields["pair"] = args.pair
-    if model.size:
-        fields["size"] = model.size
-    if model.quantization:
-        fields["quant"] = model.quantization
-    fields["description"] = f"found on disk: {model.reference}"
-    fields["source"] = {"path": str(model.path)}
-    user = add_user_entry(fields)
-    print(f"added '{inert(model_id)}' ({args.kind}) to {inert(str(user))}: {inert(str(model.path))}")
-    print(f"try: tuitune chat {inert(model_id)}")
+    added = add_found(args.reference, args.kind, model_id=args.id, pair=args.pair, name=args.name)
+    model_id = inert(added.id)
+    print(f"added '{model_id}' ({args.kind}) to {inert(str(added.catalog_file))}: {inert(str(added.model.path))}")
+    print(f"try: tuitune chat {model_id}")
     return 0
 
 
@@ -192,15 +159,46 @@ def _entry_for_repo_file(args: argparse.Namespace, catalog):
     return entry, True
 
 
+def _pull_reference(reference, args: argparse.Namespace) -> int:
+    """`pull ORG/REPO[:QUANT]`: the file the reference means, into the HF cache; the catalog is left as it is."""
+    from tuitune.downloads import human_bytes, pull_model
+    from tuitune.references import cached_file, hub_entry
+
+    if args.name or args.revision or args.kind:
+        raise TuituneError(
+            f"--name, --revision and --kind go with `pull REPO FILE`; {inert(reference.text)} runs as it is "
+            "(`tuitune models add` puts a downloaded model in your catalog)"
+        )
+    path = cached_file(reference)
+    if path is not None:
+        print(f"{inert(reference.text)} is already downloaded: {inert(str(path))}")
+        return 0
+    entry = hub_entry(reference)
+    progress = None if args.quiet else PullProgress(sys.stderr)
+    try:
+        path = pull_model(entry, progress=progress)
+    except KeyboardInterrupt:
+        raise TuituneError(
+            f"pull of {inert(reference.text)} interrupted; the bytes so far are kept: pull again to resume"
+        ) from None
+    print(f"{inert(reference.text)}: {inert(str(path))} ({human_bytes(path.stat().st_size)}, sha256 verified)")
+    print(f"run it with: tuitune chat {inert(reference.text)}")
+    return 0
+
+
 def cmd_pull(args: argparse.Namespace) -> int:
     from tuitune.catalog import add_user_entry, load_catalog
     from tuitune.downloads import human_bytes, pull_model
     from tuitune.sources import hf_local_file
 
     catalog = load_catalog()
+    if len(args.targets) == 1 and args.targets[0] not in catalog:
+        from tuitune.references import parse_reference
+
+        reference = parse_reference(args.targets[0])
+        if reference is not None:
+            return _pull_reference(reference, args)
     if len(args.targets) == 1:
-        if "/" in args.targets[0]:
-            raise TuituneError(f"give the file too: tuitune pull {args.targets[0]} FILE.gguf (see the repo's files)")
         if args.name or args.revision or args.kind:
             raise TuituneError("--name, --revision and --kind go with `pull REPO FILE`")
         entry, new = catalog.get(args.targets[0]), False

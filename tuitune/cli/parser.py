@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     models_commands = models.add_subparsers(dest="models_command", metavar="{add}")
     models_add = models_commands.add_parser(
         "add", help="add a model found on disk to your catalog (its file stays where it is)",
-        description="REFERENCE is one `tuitune models` lists under 'found on disk', e.g. ollama:llama3.2:1b.",
+        description="REFERENCE is one `tuitune models` lists under 'found on disk', e.g. ollama:llama3.2:1b, "
+        "or ORG/REPO[:QUANT] for a GGUF in the Hugging Face cache.",
     )  # fmt: skip
     models_add.add_argument("reference", metavar="REFERENCE")
     models_add.add_argument("--kind", metavar="base|chat", help="a base (raw completion) or a chat model (required)")
@@ -111,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     models_add.set_defaults(func=cmd_models_add)
 
     chat = commands.add_parser("chat", help="chat with one model (one answer, or a REPL without PROMPT)")
-    chat.add_argument("model", metavar="MODEL", help="catalog id or path to a .gguf file")
+    chat.add_argument("model", metavar="MODEL", help="catalog id, ORG/REPO[:QUANT] in the HF cache, or a .gguf path")
     chat.add_argument("prompt", metavar="PROMPT", nargs="?")
     chat.add_argument("--mode", choices=("raw", "chat"), help="raw completion or chat template (default: catalog's)")
     _add_generation_flags(chat)
@@ -121,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare = commands.add_parser("compare", help="the same prompt on several models at once")
     compare.add_argument("prompt", metavar="PROMPT", nargs="?")
-    compare.add_argument("--models", metavar="A,B[,C,D]", required=True, help="catalog ids or .gguf paths")
+    compare.add_argument("--models", metavar="A,B[,C,D]", required=True, help="ids, ORG/REPO[:QUANT] or .gguf")
     compare.add_argument(
         "--mode", choices=("auto", "raw", "chat", "both"), default="auto",
         help="auto: each model's default; both: every model raw and templated (the lab's 2×2)",
@@ -141,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     evaluate.add_argument("--suite", metavar="FILE", help="a suite TOML file with checks (e.g. suites/identity.toml)")
     evaluate.add_argument("--data", metavar="FILE", help="held-out loss on a dataset in any format train accepts")
-    evaluate.add_argument("--models", metavar="A,B[,…]", required=True, help="catalog ids or .gguf paths")
+    evaluate.add_argument("--models", metavar="A,B[,…]", required=True, help="ids, ORG/REPO[:QUANT] or .gguf")
     evaluate.add_argument(
         "--adapter-scale", type=_adapter_scales, metavar="S|S1,S2,…",
         help="LoRA strength of the finetuned models; several values: one column per strength (a sweep)",
@@ -168,16 +169,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     bundle = commands.add_parser(
         "export", help="write a finetune for llama.cpp / LM Studio, Ollama, or transformers and vLLM",
-        description="Formats: lora-gguf (the adapter GGUF + README.txt naming its base), ollama (a Modelfile: FROM "
-        "the base GGUF, ADAPTER the adapter, stop tokens from the GGUF), peft (adapter_config.json + "
-        "safetensors). DIR must not exist; it appears only when the export is complete.",
+        description="Formats: lora-gguf (the adapter GGUF + README.txt naming its base), merged-gguf (the base with "
+        "the adapter merged in: one standalone GGUF, f16 or quantized by llama.cpp), ollama (a Modelfile: FROM "
+        "the base GGUF, ADAPTER the adapter, stop tokens from the GGUF; with --quant FROM a merged GGUF beside "
+        "it), peft (adapter_config.json + safetensors). DIR must not exist; it appears only when the export is "
+        "complete.",
     )  # fmt: skip
     bundle.add_argument("name", metavar="NAME", help="a finetuned catalog model (kind finetuned)")
-    bundle.add_argument("--format", required=True, metavar="FORMAT", help="lora-gguf, ollama or peft")
+    bundle.add_argument("--format", required=True, metavar="FORMAT", help="lora-gguf, merged-gguf, ollama or peft")
     bundle.add_argument("--out", required=True, metavar="DIR", help="new folder to write")
     bundle.add_argument("--copy", action="store_true",
                         help="ollama: copy the base and adapter GGUFs next to the Modelfile (default: absolute "
                         "paths to the existing files, no multi-GB copy)")  # fmt: skip
+    bundle.add_argument("--quant", metavar="TYPE",
+                        help="merged-gguf (default f16) and ollama: store the merged model as f16, q8_0, q6_k, "
+                        "q5_k_m, q4_k_m, q4_0, … (llama.cpp's quantizer)")  # fmt: skip
+    bundle.add_argument("--adapter-scale", metavar="S",
+                        help="merged model: merge the adapter at strength S, 0 (the base) … 1 (default)")  # fmt: skip
     bundle.set_defaults(func=cmd_export)
 
     data = commands.add_parser("data", help="check a training dataset")
@@ -233,10 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     pull = commands.add_parser(
         "pull", help="download a model from the Hugging Face Hub (resumes an interrupted pull)",
-        description="tuitune pull MODEL_ID, or tuitune pull REPO_ID FILENAME to add a user catalog entry. "
+        description="tuitune pull MODEL_ID; tuitune pull ORG/REPO[:QUANT] (llama.cpp's -hf form, into the HF cache); "
+        "or tuitune pull REPO_ID FILENAME to add a user catalog entry. "
         "HF_ENDPOINT picks the Hub, HF_TOKEN (or `hf auth login`) is sent for gated repos.",
     )  # fmt: skip
-    pull.add_argument("targets", nargs="+", metavar="MODEL_ID | REPO_ID FILENAME")
+    pull.add_argument("targets", nargs="+", metavar="MODEL_ID | ORG/REPO[:QUANT] | REPO_ID FILENAME")
     pull.add_argument("--revision", metavar="R", help="branch, tag or commit (default main)")
     pull.add_argument("--name", metavar="ID", help="catalog id for a REPO FILE pull (default: from the file name)")
     pull.add_argument("--kind", choices=("base", "chat"), help="for a REPO FILE pull (default: guessed from the name)")
@@ -274,7 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Binds to 127.0.0.1 unless --host says otherwise. Needs the server extra: "
         "pip install 'tuitune[server]'.",
     )  # fmt: skip
-    serve.add_argument("model", metavar="MODEL", help="catalog id: base, chat or finetuned (base + adapter)")
+    serve.add_argument(
+        "model", metavar="MODEL", help="catalog id (base, chat or finetuned), ORG/REPO[:QUANT] or a .gguf path"
+    )
     serve.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8000, help="listen port (default 8000)")
     serve.add_argument("--adapter-scale", type=_adapter_scale, default=1.0, metavar="S", help="LoRA strength 0…1")

@@ -45,11 +45,18 @@ def _looks_like_path(ref: str) -> bool:
 
 
 def resolve_model(ref: str, catalog: Catalog | None = None) -> ResolvedModel:
-    """A catalog id wins; otherwise a path to a .gguf file."""
+    """A catalog id wins; then a file that exists; then an ``ORG/REPO[:QUANT]`` reference found in the Hugging
+    Face cache (offline; a missing one says how to pull it); otherwise a path to a .gguf file."""
+    from tuitune.references import local_model, parse_reference
+
     catalog = catalog if catalog is not None else load_catalog()
     if ref in catalog:
         return ResolvedModel(ref, catalog.get(ref), None)
-    if _looks_like_path(ref) or Path(ref).expanduser().exists():
+    exists = Path(ref).expanduser().exists()
+    reference = None if exists else parse_reference(ref)
+    if reference is not None:
+        return ResolvedModel(reference.text, None, local_model(reference))
+    if _looks_like_path(ref) or exists:
         path = Path(ref).expanduser()
         return ResolvedModel(path.stem if path.suffix == ".gguf" else path.name, None, path)
     catalog.get(ref)  # raises ModelNotFoundError with close matches

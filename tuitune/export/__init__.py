@@ -2,7 +2,8 @@
 
 Each format is written into a temporary folder next to the destination and renamed into place at the end, so a
 full disk, a missing file or Ctrl-C never leaves a half-written export that looks finished. Nothing here
-imports torch: a PEFT export copies the run's adapter folder as it is.
+imports torch: a PEFT export copies the run's adapter folder as it is; a merged GGUF is made with gguf-py and
+llama.cpp's quantizer (tuitune.export.merged).
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tuitune.errors import TuituneError
 
-FORMATS = ("lora-gguf", "ollama", "peft")
+FORMATS = ("lora-gguf", "merged-gguf", "ollama", "peft")
 PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
 SPACE_MARGIN = 16 * 1024 * 1024  # the README / Modelfile and file-system overhead
 # End-of-turn markers of the chat formats tuitune knows, used as stops when the vocabulary has them.
@@ -141,17 +143,100 @@ def _disk_free(path: Path) -> int:
     return shutil.disk_usage(path).free
 
 
-def export(
-    tune: Finetune, fmt: str, out: Path, *, copy: bool = False, free: Callable[[Path], int] = _disk_free
-) -> tuple[Path, list[str]]:
-    """Write ``tune`` as ``fmt`` into the new folder ``out``; returns it and notes for the user."""
+def check_options(fmt: str, copy: bool, quant: str | None, adapter_scale: float | str | None) -> str | None:
+    """Refuse options that do not fit ``fmt`` before anything is read; returns the canonical quant name."""
+    from tuitune.engines.llama import check_adapter_scale
+    from tuitune.export.merged import parse_quant
+
     if fmt not in FORMATS:
         raise TuituneError(f"unknown export format '{fmt}': use one of {', '.join(FORMATS)}")
+    if copy and fmt != "ollama":
+        raise TuituneError("--copy applies to --format ollama (the other formats always copy their files)")
+    if quant is not None and fmt not in ("merged-gguf", "ollama"):
+        raise TuituneError(
+            "--quant applies to --format merged-gguf and ollama (a merged model); drop it or change format"
+        )
+    merged = fmt == "merged-gguf" or quant is not None
+    if adapter_scale is not None and not merged:
+        raise TuituneError(
+            "--adapter-scale applies to --format merged-gguf (or ollama with --quant): the other formats keep the "
+            "adapter separate, so set its strength where it is loaded"
+        )
+    if copy and quant is not None:
+        raise TuituneError("--copy and --quant exclude each other: with --quant the merged GGUF is written into DIR")
+    if adapter_scale is not None:
+        check_adapter_scale(adapter_scale)
+    return parse_quant(quant if quant is not None else "f16") if merged else None
+
+
+def export(
+    tune: Finetune,
+    fmt: str,
+    out: Path,
+    *,
+    copy: bool = False,
+    quant: str | None = None,
+    adapter_scale: float | str | None = None,
+    progress: Callable[[str], None] | None = None,
+    free: Callable[[Path], int] = _disk_free,
+) -> tuple[Path, list[str]]:
+    """Write ``tune`` as ``fmt`` into the new folder ``out``; returns it and notes for the user.
+
+    ``quant`` and ``adapter_scale`` apply to a merged model: ``merged-gguf``, or ``ollama`` given a ``quant``.
+    """
+    canonical = check_options(fmt, copy, quant, adapter_scale)
+    scale = 1.0 if adapter_scale is None else float(adapter_scale)  # checked above
     if fmt == "lora-gguf":
         return _lora_gguf(tune, out, free), []
     if fmt == "peft":
         return _peft(tune, out, free), []
-    return _ollama(tune, out, copy, free)
+    if fmt == "merged-gguf":
+        assert canonical is not None
+        return _merged_gguf(tune, out, canonical, scale, progress, free), []
+    return _ollama(tune, out, copy, free, canonical, scale, progress)
+
+
+def _write_merged(
+    tune: Finetune, reader: Any, folder: Path, quant: str, scale: float, progress: Callable[[str], None] | None
+) -> str:
+    """The merged model written into ``folder``; returns its file name."""
+    from tuitune.export.merged import file_name, write_merged
+
+    file = file_name(tune.id, quant)
+    write_merged(reader, tune.adapter, folder, file, quant, scale, tune.name, progress)
+    return file
+
+
+def _open_merge(tune: Finetune, quant: str) -> tuple[Any, int]:
+    """The base's gguf-py reader and the bytes the merged export needs at its peak."""
+    from tuitune.export.merged import estimate_bytes, open_base, require_gguf
+
+    require_gguf()
+    reader = open_base(tune.base_gguf)
+    return reader, estimate_bytes(reader, quant)
+
+
+def _merged_gguf(
+    tune: Finetune,
+    out: Path,
+    quant: str,
+    scale: float,
+    progress: Callable[[str], None] | None,
+    free: Callable[[Path], int],
+) -> Path:
+    reader, needed = _open_merge(tune, quant)
+    with staged_folder(out, needed, free) as folder:
+        file = _write_merged(tune, reader, folder, quant, scale, progress)
+        readme = (
+            f"{file}: the finetune '{tune.id}' ({tune.name}) made by tuitune, merged into its base "
+            f"'{tune.base_id}' at adapter scale {scale:g} and stored as {quant}.\n"
+            "It is a standalone model: no adapter and no base file needed.\n\n"
+            f"llama.cpp:  llama-cli -m {file}\n"
+            "LM Studio:  put it in a models folder and load it.\n"
+            f"Ollama:     a Modelfile with the line  FROM ./{file}  then  ollama create {tune.id} -f Modelfile\n"
+        )
+        (folder / "README.txt").write_text(readme, encoding="utf-8")
+    return out
 
 
 def _lora_gguf(tune: Finetune, out: Path, free: Callable[[Path], int]) -> Path:
@@ -183,7 +268,16 @@ def _peft(tune: Finetune, out: Path, free: Callable[[Path], int]) -> Path:
     return out
 
 
-def _ollama(tune: Finetune, out: Path, copy: bool, free: Callable[[Path], int]) -> tuple[Path, list[str]]:
+def _ollama(
+    tune: Finetune,
+    out: Path,
+    copy: bool,
+    free: Callable[[Path], int],
+    quant: str | None = None,
+    scale: float = 1.0,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[Path, list[str]]:
+    """A Modelfile: FROM the base + ADAPTER the adapter, or, given ``quant``, FROM a merged GGUF written beside it."""
     from tuitune.export.modelfile import render
 
     stops = end_of_turn_tokens(tune.base_gguf)
@@ -194,14 +288,27 @@ def _ollama(tune: Finetune, out: Path, copy: bool, free: Callable[[Path], int]) 
     ]
     if not tune.base_has_template:
         notes.append("This base GGUF carries no chat template: add a TEMPLATE for chat use.")
-    base, adapter = ("./base.gguf", "./adapter.gguf") if copy else (str(tune.base_gguf), str(tune.adapter))
+    if quant is not None:
+        from tuitune.export.merged import file_name
+
+        notes[0] = f"Ollama Modelfile for the tuitune finetune '{tune.id}' ({tune.name}), merged into '{tune.base_id}' "
+        notes[0] += f"at adapter scale {scale:g}, {quant}."
+        base, adapter = f"./{file_name(tune.id, quant)}", None
+    elif copy:
+        base, adapter = "./base.gguf", "./adapter.gguf"
+    else:
+        base, adapter = str(tune.base_gguf), str(tune.adapter)
     try:
         text, skipped = render(base, adapter, stops, notes)
     except ValueError as error:
         raise TuituneError(f"{error}; use --copy to put the files next to the Modelfile") from None
-    needed = tune.base_gguf.stat().st_size + tune.adapter.stat().st_size if copy else 0
+    reader, needed = None, tune.base_gguf.stat().st_size + tune.adapter.stat().st_size if copy else 0
+    if quant is not None:
+        reader, needed = _open_merge(tune, quant)
     with staged_folder(out, needed, free) as folder:
-        if copy:
+        if quant is not None:
+            _write_merged(tune, reader, folder, quant, scale, progress)
+        elif copy:
             shutil.copyfile(tune.base_gguf, folder / "base.gguf")
             shutil.copyfile(tune.adapter, folder / "adapter.gguf")
         (folder / "Modelfile").write_text(text, encoding="utf-8")

@@ -56,13 +56,15 @@ def comment(text: str) -> str:
     return f"# {flat}".rstrip()
 
 
-def render(base: str, adapter: str, stops: list[str], notes: list[str]) -> tuple[str, list[str]]:
+def render(base: str, adapter: str | None, stops: list[str], notes: list[str]) -> tuple[str, list[str]]:
     """The Modelfile text, and the stop tokens left out because no quoting carries them.
 
-    ``base`` and ``adapter`` are paths as they must appear (absolute, or relative to the Modelfile's folder).
+    ``base`` and ``adapter`` are paths as they must appear (absolute, or relative to the Modelfile's folder);
+    no ``adapter`` (a merged model) writes no ADAPTER line.
     """
     lines = [comment(note) for note in notes]
-    for keyword, path in (("FROM", base), ("ADAPTER", adapter)):
+    paths = [("FROM", base)] + ([("ADAPTER", adapter)] if adapter is not None else [])
+    for keyword, path in paths:
         quoted = quote(path)
         if quoted is None:
             raise ValueError(f"the path {path!r} cannot be written in a Modelfile")

@@ -1,20 +1,28 @@
-"""Small modal dialogs: pick a model, pick an example prompt, per-pane overrides, rename, confirm."""
+"""Small modal dialogs: pick a model or an example prompt, per-pane overrides, rename, confirm, add a found model."""
 
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+import re
+from typing import TYPE_CHECKING, Any
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, OptionList
+from textual.widgets import Button, Input, Label, OptionList, Select, Static
 from textual.widgets.option_list import Option
 
 from tuitune.catalog import Catalog
+from tuitune.errors import TuituneError
+from tuitune.found_models import AddedModel
+from tuitune.safe_text import inert
 from tuitune.tui.text import styled
 from tuitune.tui.widgets.params import FIELDS, parse_field
+
+if TYPE_CHECKING:
+    from tuitune.discovery import FoundModel
 
 PANE_FIELDS = ("temperature", "top_p", "max_tokens", "seed")
 
@@ -178,3 +186,66 @@ class Confirm(ModalScreen[bool]):
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss(event.button.id == "yes")
+
+
+class AddFoundModel(ModalScreen[AddedModel | None]):
+    """Add a model found on disk to the user's catalog: its kind, its id and its pair.
+
+    Confirming calls ``tuitune.found_models.add_found`` (the same checks and messages as `tuitune models add`);
+    a refusal shows in one line here and writes nothing. Dismissed with what was added, or None."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
+    NO_PAIR = "(no pair)"
+
+    def __init__(self, model: FoundModel, catalog: Catalog):
+        super().__init__(classes="dialog-screen")
+        self.model = model
+        self.catalog = catalog
+
+    def compose(self) -> ComposeResult:
+        from tuitune.found_models import default_id
+
+        kind = "chat" if self.model.has_chat_template else "base"
+        pairs = [(styled(entry.id), entry.id) for entry in self.catalog if entry.kind in ("base", "chat")]
+        with Vertical(classes="dialog"):
+            shown = re.sub(r"@([0-9a-f]{8})[0-9a-f]{32}$", r"@\1", self.model.reference)  # a commit: its short form
+            yield Label(styled(("Add to your catalog", "bold"), " ", (shown, "dim")))
+            yield Label("Kind (a chat template was found: chat)" if kind == "chat" else "Kind (no chat template: base)")
+            yield Select([("chat", "chat"), ("base", "base")], value=kind, allow_blank=False, id="add-kind")
+            yield Label("Catalog id")
+            yield Input(default_id(self.model.reference), id="add-id")
+            yield Label("Compare with (its pair)")
+            yield Select(pairs, prompt=self.NO_PAIR, id="add-pair")
+            yield Static("", id="add-error", classes="error")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Add", variant="primary", id="add")
+                yield Button("Cancel (Esc)", id="cancel")
+
+    def on_mount(self) -> None:
+        self.query_one("#add-id", Input).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        if event.button.id == "cancel":
+            self.dismiss(None)
+        else:
+            self.confirm()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.confirm()
+
+    def confirm(self) -> None:
+        from tuitune.found_models import add_found
+
+        kind = self.query_one("#add-kind", Select).value
+        pair = self.query_one("#add-pair", Select).value
+        model_id = self.query_one("#add-id", Input).value.strip() or None
+        try:
+            added = add_found(self.model.reference, kind if isinstance(kind, str) else None, model_id=model_id,
+                              pair=pair if isinstance(pair, str) else None, found=[self.model])  # fmt: skip
+        except TuituneError as error:
+            message = inert(str(error)).replace("\n", " ")
+            self.query_one("#add-error", Static).update(Text(message, style="bold red"))
+            return
+        self.dismiss(added)

@@ -26,6 +26,8 @@ Prompt box: [b]Enter[/b] sends · [b]Ctrl+J[/b] newline · [b]Ctrl+R[/b] regener
   [b]Ctrl+T[/b] adds a pane · [b]Ctrl+L[/b] synced scrolling · [b]Ctrl+N[/b] new conversation
 Votes after an answer: [b]F6[/b] A better · [b]F7[/b] B better · [b]F8[/b] tie · [b]F9[/b] both bad
 Chat: [b]Ctrl+E[/b] takes back your last message to edit and resend it
+Models: [b]d[/b] downloads · [b]x[/b] cancels · [b]Del[/b] deletes the file · [b]r[/b] rescans
+  · [b]a[/b] adds a model found on disk (HF cache, Ollama, LM Studio) to your catalog
 Eval: [b]Ctrl+S[/b] runs a suite · [b]Esc[/b] stops · [b]f[/b] failures only · [b]d[/b] differences
   · [b]m[/b]/[b]j[/b]/[b]c[/b] export
 [b]F2[/b] Compare · [b]F3[/b] Chat · [b]F4[/b] Models · [b]F5[/b] History · [b]F10[/b] Train · [b]F11[/b] Eval

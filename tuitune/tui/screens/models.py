@@ -1,8 +1,8 @@
 """Models: the catalog as a table, with each installed model's GGUF header read in the background.
 
-Hub models download from here too (``d``): each download runs in its own thread worker with a cancel event,
-reports progress through messages (the table's "installed" cell and a progress bar under the details), and
-keeps its bytes when cancelled or interrupted, so the next ``d`` (or ``tuitune pull``) resumes it.
+Hub models download from here too (``d``, see ``models_downloads``). Under the catalog, the models other tools
+left on disk (HF cache, Ollama, LM Studio) that the catalog does not run yet are listed ("Found on disk",
+``tuitune.tui.widgets.found_models``, scanned in a thread worker); ``a`` adds the highlighted one.
 
 Reading a header needs the model's file, and the chunked Gemma demo is assembled on its first use
 (seconds), so installed state and headers come from a thread worker and fill in as they arrive: the screen
@@ -12,15 +12,12 @@ shown through ``rich.text.Text``, never parsed as markup.
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from rich.console import Group, RenderableType
-from rich.table import Table
+from rich.console import RenderableType
 from rich.text import Text
-from textual import on, work
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
@@ -32,47 +29,24 @@ from tuitune.catalog import ModelEntry
 from tuitune.errors import TuituneError
 from tuitune.gguf import GGUFInfo, read_gguf
 from tuitune.safe_text import inert
+from tuitune.tui.screens.models_details import (
+    NONE,
+    PENDING,
+    HeaderState,
+    entry_details,
+    has_gguf,
+    human_size,
+    source_text,
+)
+from tuitune.tui.screens.models_downloads import DownloadsMixin
+from tuitune.tui.widgets.found_models import FoundModels, found_details
 
 if TYPE_CHECKING:
+    from tuitune.found_models import AddedModel
     from tuitune.tui.app import TuituneApp
 
-PENDING = "…"
-NONE = "-"
 COLUMNS = ("id", "kind", "size", "quant", "context", "template", "installed", "family", "pair")  # narrow first
 RIGHT = {"size", "context"}
-TEMPLATE_PREVIEW = 300
-
-HeaderState = GGUFInfo | str  # a header, or the error message that replaced it
-
-
-def human_size(size: int | None) -> str:
-    """Decimal units, as download pages and `ls -h --si` show them: 253113024 → "253 MB"."""
-    if size is None:
-        return NONE
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" or value >= 10 else f"{value:.1f} {unit}"
-        value /= 1000
-    raise AssertionError("unreachable")
-
-
-def has_gguf(entry: ModelEntry) -> bool:
-    """Endpoints and LoRA finetunes have no single local GGUF to read here."""
-    return entry.kind not in ("endpoint", "finetuned") and entry.source is not None
-
-
-def source_text(entry: ModelEntry) -> str:
-    if entry.source is not None:
-        return entry.source.describe()
-    if entry.kind == "finetuned":
-        return f"base {entry.base} + adapter {entry.adapter}"
-    config = entry.endpoint
-    text = f"endpoint {config.get('base_url', '?')} · model {config.get('model', '?')}"
-    if config.get("api_key_env"):  # the variable's name and whether it is set; never its value
-        state = "set" if os.environ.get(config["api_key_env"]) else "not set"
-        text += f" · key from ${config['api_key_env']} ({state})"
-    return text
 
 
 class Installed(Message):
@@ -91,33 +65,7 @@ class HeaderRead(Message):
         self.generation, self.model_id, self.header = generation, model_id, header
 
 
-class DownloadUpdate(Message):
-    """From a download worker: progress (``progress`` set) or the end (``result``: "done" or a message)."""
-
-    def __init__(self, model_id: str, progress: Any = None, result: str | None = None, failed: bool = False):
-        super().__init__()
-        self.model_id, self.progress, self.result, self.failed = model_id, progress, result, failed
-
-
-def is_downloadable(entry: ModelEntry) -> bool:
-    return entry.source is not None and entry.source.kind == "hf"
-
-
-def progress_text(progress: Any) -> str:
-    from tuitune.downloads import human_bytes
-
-    if progress is None:
-        return "starting…"
-    if progress.phase == "checking":
-        return f"checking {human_bytes(progress.done)} kept from an earlier download…"
-    if progress.phase == "verifying":
-        return "verifying sha256…"
-    eta = progress.eta_s
-    eta_text = f" · ETA {int(eta // 60)}:{int(eta % 60):02d}" if eta is not None else ""
-    return f"{human_bytes(progress.done)} of {human_bytes(progress.total)} · {human_bytes(progress.speed)}/s{eta_text}"
-
-
-class ModelsScreen(Screen):
+class ModelsScreen(DownloadsMixin, Screen):
     """Every catalog model, its GGUF facts, and one key to chat with it or compare it with its pair."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -127,6 +75,7 @@ class ModelsScreen(Screen):
         Binding("d", "download", "Download", id="models.download"),
         Binding("x", "cancel_download", "Cancel download", id="models.cancel_download"),
         Binding("delete", "delete_file", "Delete file", id="models.delete"),
+        Binding("a", "add_found", "Add found", id="models.add_found"),
         Binding("r", "refresh", "Refresh", id="models.refresh"),
     ]
 
@@ -138,8 +87,9 @@ class ModelsScreen(Screen):
         self.installed: dict[str, bool] = {}  # cached for the session; `r` clears it
         self.headers: dict[str, HeaderState] = {}
         self.generation = 0  # results from a worker older than the last refresh are dropped
-        self.downloads: dict[str, threading.Event] = {}  # model id → its cancel event, while downloading
-        self.download_progress: dict[str, Any] = {}
+        self.downloads = {}  # model id → its cancel event, while downloading
+        self.download_progress = {}
+        self.details_for = "catalog"  # which table the details panel follows: the one focused last
 
     @property
     def tuitune(self) -> TuituneApp:
@@ -148,6 +98,7 @@ class ModelsScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield DataTable(id="models-table", cursor_type="row", zebra_stripes=True)
+        yield FoundModels(id="found-table")
         with VerticalScroll(id="models-details"):
             yield Static(id="models-details-text")
         with Horizontal(id="models-download"):
@@ -157,7 +108,7 @@ class ModelsScreen(Screen):
 
     def on_mount(self) -> None:
         self.query_one("#models-download").display = False
-        table = self.query_one(DataTable)
+        table = self.query_one("#models-table", DataTable)
         for key in COLUMNS:
             table.add_column(key, key=key)
         self.action_refresh()
@@ -168,12 +119,17 @@ class ModelsScreen(Screen):
         """Forget what was read (installs change under a running app) and read everything again."""
         if self.generation:  # not the first read: the catalog itself may have grown (a training run, a pull)
             self.tuitune.reload_catalog()
+        self.load_catalog()
+        self.query_one(FoundModels).scan(self.tuitune.catalog)
+
+    def load_catalog(self, select: str | None = None) -> None:
+        """Rows for the app's catalog as it is now, then installed state and headers from a worker."""
         self.generation += 1
         self.installed.clear()
         self.headers.clear()
         self.entries = {entry.id: entry for entry in self.tuitune.catalog}
-        table = self.query_one(DataTable)
-        current = self.highlighted_id()
+        table = self.query_one("#models-table", DataTable)
+        current = select or self.highlighted_id()
         table.clear()
         for entry in self.entries.values():
             table.add_row(*self.cells(entry), key=entry.id)
@@ -261,14 +217,14 @@ class ModelsScreen(Screen):
         entry = self.entries.get(model_id)
         if entry is None:
             return
-        table = self.query_one(DataTable)
+        table = self.query_one("#models-table", DataTable)
         for key, cell in zip(COLUMNS, self.cells(entry), strict=True):
             table.update_cell(model_id, key, cell, update_width=True)
-        if model_id == self.highlighted_id():
+        if model_id == self.highlighted_id() and self.details_for == "catalog":
             self.show_details()
 
     def highlighted_id(self) -> str | None:
-        table = self.query_one(DataTable)
+        table = self.query_one("#models-table", DataTable)
         if not table.row_count:
             return None
         row_key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
@@ -278,83 +234,27 @@ class ModelsScreen(Screen):
         model_id = self.highlighted_id()
         return self.entries.get(model_id) if model_id else None
 
+    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
+        if event.widget.id in ("models-table", "found-table"):
+            self.details_for = "found" if event.widget.id == "found-table" else "catalog"
+            self.show_details()
+
     @on(DataTable.RowHighlighted)
     def show_details(self) -> None:
-        entry = self.highlighted_entry()
+        """The highlighted row of the table focused last: a catalog model, or one found on disk."""
         details = self.query_one("#models-details-text", Static)
+        found = self.query_one(FoundModels).highlighted_model() if self.details_for == "found" else None
+        if found is not None:
+            details.update(found_details(found, self.show_directories))
+            self.show_download(None)
+            return
+        entry = self.highlighted_entry()
         details.update(self.details(entry) if entry else Text("The catalog is empty: add models to models.toml."))
         self.show_download(entry.id if entry else None)
 
-    def show_download(self, model_id: str | None) -> None:
-        """The progress bar under the details follows the highlighted model's download, if it has one."""
-        box = self.query_one("#models-download")
-        box.display = model_id in self.downloads
-        if not box.display:
-            return
-        progress = self.download_progress.get(model_id)
-        bar = self.query_one("#models-download-bar", ProgressBar)
-        bar.update(total=getattr(progress, "total", None), progress=getattr(progress, "done", 0))
-        label = Text(progress_text(progress) + "  ")
-        label.append("x cancels; the bytes are kept", style="dim")
-        self.query_one("#models-download-text", Static).update(label)
-
     def details(self, entry: ModelEntry) -> RenderableType:
         """Everything known about ``entry``: a label/value grid of plain Text, so nothing is read as markup."""
-        grid = Table.grid(padding=(0, 2))
-        grid.add_column(style="dim", no_wrap=True)
-        grid.add_column()
-
-        def line(label: str, value: object, style: str = "") -> None:
-            grid.add_row(label, Text(inert(str(value)), style=style))
-
-        line("id", entry.id)
-        line("kind", f"{entry.kind} · family {entry.family} · mode {entry.mode}")
-        line("pair", entry.pair or NONE)
-        line("source", source_text(entry))
-        line("license", entry.license or NONE)
-        if entry.description:
-            line("description", entry.description)
-        if entry.origin is not None:
-            line("catalog", f"{entry.origin.name}, line {entry.line}" if entry.line else entry.origin.name)
-            if self.show_directories:
-                line("", entry.origin.parent, "dim")
-        line("", "")
-        header = self.header_state(entry)
-        if header is None:
-            installed = self.installed.get(entry.id)
-            reason = "not installed" if has_gguf(entry) and installed is False else f"no local GGUF ({entry.kind})"
-            if is_downloadable(entry) and installed is False:
-                size = f" ({human_size(entry.size)})" if entry.size else ""
-                reason = f"not downloaded: press d to download{size} from the Hub"
-            line("GGUF", reason)
-        elif header == PENDING:
-            line("GGUF", "reading the header… (the Gemma demo is assembled on first use)", "dim")
-        elif isinstance(header, str):
-            line("GGUF", "error", "bold red")
-            line("", header, "red")
-        else:
-            self.header_details(line, entry, header)
-        return Group(Text(inert(entry.name), style="bold"), grid)
-
-    def header_details(self, line: Callable[..., None], entry: ModelEntry, info: GGUFInfo) -> None:
-        line("file", info.path.name)
-        if self.show_directories:
-            line("", info.path.parent, "dim")
-        line("architecture", info.architecture)
-        line("general.name", info.name or NONE)
-        line("quantization", info.quantization or NONE)
-        line("context length", f"{info.context_length:,}" if info.context_length else "?")
-        line("vocab size", f"{info.vocab_size:,}" if info.vocab_size else "?")
-        line("tensors", f"{info.tensor_count:,}")
-        line("file size", f"{human_size(info.file_size)} ({info.file_size:,} bytes)")
-        template = info.chat_template
-        if not template:
-            fallback = f"; chat mode uses the catalog's chat_format '{entry.chat_format}'" if entry.chat_format else ""
-            line("chat template", f"no{fallback}")
-            return
-        line("chat template", f"yes ({len(template):,} characters)")
-        preview = template[:TEMPLATE_PREVIEW] + ("…" if len(template) > TEMPLATE_PREVIEW else "")
-        line("", preview, "dim")
+        return entry_details(entry, self.header_state(entry), self.installed.get(entry.id), self.show_directories)
 
     # -- actions -----------------------------------------------------------------------------------
     def warn_if_missing(self, entries: list[ModelEntry]) -> None:
@@ -371,6 +271,9 @@ class ModelsScreen(Screen):
                 )
 
     async def action_open_chat(self) -> None:
+        if self.details_for == "found":  # a found model must join the catalog before it can chat
+            self.action_add_found()
+            return
         entry = self.highlighted_entry()
         if entry is None:
             self.notify("no model highlighted", severity="warning")
@@ -397,58 +300,6 @@ class ModelsScreen(Screen):
         self.warn_if_missing(pair)
         await self.tuitune.open_compare([item.id for item in pair])
 
-    # -- downloads -----------------------------------------------------------------------------------
-    def action_download(self) -> None:
-        entry = self.highlighted_entry()
-        if entry is None:
-            return
-        if not is_downloadable(entry):
-            self.notify(f"{entry.id} does not come from the Hub ({source_text(entry)})", severity="warning",
-                        markup=False)  # fmt: skip
-            return
-        if entry.id in self.downloads:
-            self.notify(f"{entry.id} is already downloading", markup=False)
-            return
-        if self.installed.get(entry.id):
-            self.notify(f"{entry.id} is already downloaded", markup=False)
-            return
-        cancel = threading.Event()
-        self.downloads[entry.id] = cancel
-        self.download_progress.pop(entry.id, None)
-        self.update_row(entry.id)
-        self.download(entry, cancel)
-
-    @work(thread=True, exit_on_error=False)
-    def download(self, entry: ModelEntry, cancel: threading.Event) -> None:
-        from tuitune.downloads import DownloadCancelled, pull_model
-
-        def progress(update: Any) -> None:
-            self.post_message(DownloadUpdate(entry.id, progress=update))
-
-        try:
-            path = pull_model(entry, progress=progress, cancel=cancel)
-        except DownloadCancelled as stopped:
-            self.post_message(DownloadUpdate(entry.id, result=str(stopped)))
-        except TuituneError as error:
-            self.post_message(DownloadUpdate(entry.id, result=str(error), failed=True))
-        except Exception as error:  # never let a download take the app down
-            self.post_message(DownloadUpdate(entry.id, result=f"download failed: {error!r}", failed=True))
-        else:
-            self.post_message(DownloadUpdate(entry.id, result=f"{entry.id} downloaded and verified: {path.name}"))
-
-    def on_download_update(self, message: DownloadUpdate) -> None:
-        if message.result is None:
-            self.download_progress[message.model_id] = message.progress
-        else:
-            self.downloads.pop(message.model_id, None)
-            self.download_progress.pop(message.model_id, None)
-            self.notify(message.result, severity="error" if message.failed else "information", markup=False,
-                        timeout=10 if message.failed else 5)  # fmt: skip
-            self.recheck(message.model_id)
-        self.update_row(message.model_id)
-        if message.model_id == self.highlighted_id():
-            self.show_download(message.model_id)
-
     def recheck(self, model_id: str) -> None:
         """Installed state and header of one model again, after its file came or went."""
         from tuitune.sources import is_installed
@@ -471,45 +322,31 @@ class ModelsScreen(Screen):
             header = str(error)
         self.post_message(HeaderRead(generation, entry.id, header))
 
-    def action_cancel_download(self) -> None:
-        model_id = self.highlighted_id()
-        if model_id not in self.downloads:
-            running = ", ".join(self.downloads) or "none"
-            self.notify(f"{model_id} is not downloading (downloads running: {running})", markup=False)
+    # -- found on disk -------------------------------------------------------------------------------
+    def action_add_found(self) -> None:
+        """Ask how to add the highlighted found model (kind, id, pair); the dialog writes the catalog entry."""
+        from tuitune.tui.screens.dialogs import AddFoundModel
+
+        found = self.query_one(FoundModels)
+        model = found.highlighted_model()
+        if model is None:
+            waiting = "still looking for models on disk…" if found.scanning else "no model found on disk to add"
+            self.notify(f"{waiting} (r scans again)", severity="warning")
             return
-        self.downloads[model_id].set()
-
-    def action_delete_file(self) -> None:
-        from tuitune.tui.screens.dialogs import Confirm
-
-        entry = self.highlighted_entry()
-        if entry is None:
+        if model.problem is not None:
+            self.notify(f"{model.reference} cannot be added: {model.problem}", severity="warning", markup=False)
             return
-        if not is_downloadable(entry):
-            self.notify(f"tuitune deletes only files it downloaded; {entry.id} comes from {source_text(entry)}",
-                        severity="warning", markup=False)  # fmt: skip
+        self.app.push_screen(AddFoundModel(model, self.tuitune.catalog), self.added_found)
+
+    def added_found(self, added: AddedModel | None) -> None:
+        """After the dialog: the new model joins the catalog table (highlighted) and leaves the found one."""
+        if added is None:
             return
-        if entry.id in self.downloads:
-            self.notify("cancel the download first (x)", severity="warning")
-            return
-
-        def answered(yes: bool | None) -> None:
-            if not yes:
-                return
-            from tuitune.downloads import human_bytes, remove_model
-
-            removed = remove_model(entry)
-            freed = human_bytes(sum(size for _, size in removed))
-            self.notify(f"deleted {entry.id}'s files ({freed}); the catalog entry stays" if removed
-                        else f"nothing downloaded for {entry.id}", markup=False)  # fmt: skip
-            self.recheck(entry.id)
-            self.update_row(entry.id)
-
-        self.app.push_screen(Confirm(f"Delete the downloaded file of {entry.id}? (press d to get it back)"), answered)
-
-    def on_unmount(self) -> None:
-        for cancel in self.downloads.values():  # threads stop after their current block; bytes are kept
-            cancel.set()
+        self.tuitune.reload_catalog()
+        self.load_catalog(select=added.id)
+        self.query_one(FoundModels).show(self.tuitune.catalog)
+        self.query_one("#models-table", DataTable).focus()
+        self.notify(f"added '{added.id}' ({added.fields['kind']}) to {added.catalog_file}", markup=False)
 
     def palette_commands(self) -> list[tuple[str, str, Callable[[], Any]]]:
         """Commands this screen adds to the command palette: (title, help, callback)."""
@@ -520,7 +357,12 @@ class ModelsScreen(Screen):
             (f"Download {model}", "Fetch it from the Hugging Face Hub (resumes)", self.action_download),
             (f"Cancel the download of {model}", "Stop it; the bytes are kept", self.action_cancel_download),
             (f"Delete the file of {model}", "Remove a downloaded model's file", self.action_delete_file),
-            ("Refresh models", "Re-read installed state and GGUF headers", self.action_refresh),
+            ("Add a model found on disk", "Add the highlighted found model to your catalog", self.action_add_found),
+            (
+                "Refresh models",
+                "Re-read installed state and GGUF headers; scan for models on disk",
+                self.action_refresh,
+            ),
         ]
 
 
