@@ -174,6 +174,7 @@ def test_parse_check_reads_every_kind() -> None:
         "max_tokens": {"type": "max_tokens", "value": 200},
         "stops_cleanly": {"type": "stops_cleanly"},
         "json_valid": {"type": "json_valid", "weight": 0.5},
+        "judge_rubric": {"type": "judge_rubric", "rubric": "on topic"},  # graded by tests/test_judge.py
     }
     assert set(raws) == set(CHECK_KINDS)
     checks = {kind: parse_check(raw, "here") for kind, raw in raws.items()}
@@ -309,7 +310,7 @@ def test_malformed_suite_checks_name_file_and_line(
 
 def test_a_misspelt_top_level_check_table_is_an_error(tmp_path: Path) -> None:
     path = write(tmp_path, SUITE.replace("[[check]]", "[[checks]]"))
-    with pytest.raises(SuiteError, match=r"unknown top-level key\(s\) checks; allowed: check, description, name"):
+    with pytest.raises(SuiteError, match=r"unknown top-level key\(s\) checks; allowed: check, description, judge"):
         load_suite(path)
 
 

@@ -317,7 +317,7 @@ async def test_palette_and_rebindable_keys(tmp_path: Path, suite_path: Path, scr
         screen = app.screen
         assert isinstance(screen, EvalScreen)
         assert [title for title, _, _ in screen.palette_commands()] == [
-            "Run eval", "Stop eval", "Failures only", "Differences only",
+            "Run eval", "Stop eval", "Failures only", "Differences only", "Compare with an earlier run", "Leaderboard",
             "Export eval as Markdown", "Export eval as JSON", "Export eval as CSV",
         ]  # fmt: skip
         screen.query_one("#eval-suite-path", Input).value = str(suite_path)
@@ -328,6 +328,73 @@ async def test_palette_and_rebindable_keys(tmp_path: Path, suite_path: Path, scr
         assert app.focused is matrix
         await pilot.press("x")
         assert matrix.row_count == 3
+
+
+async def test_each_run_is_kept_and_v_compares_it_with_the_previous_one(
+    tmp_path: Path, suite_path: Path, scripted_evals, tuitune_dirs
+):
+    from tuitune.evals.store import EvalStore
+    from tuitune.tui.screens.eval_compare import RunCompareScreen
+
+    models = scripted_evals(ScriptedModels(ANSWERS))
+    app, _ = scripted_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_eval(pilot, suite_path)
+        await run(pilot, screen)
+        assert screen.run_id == 1
+        # The second run: gemma now mentions a treat (dog: fail → pass), smollm no longer does (pass → fail).
+        models.answers = {GEMMA: ["Use a treat.", *ANSWERS[GEMMA][1:]], SMOL: ["Just wait.", *ANSWERS[SMOL][1:]]}
+        await run(pilot, screen)
+        assert screen.run_id == 2
+        await pilot.press("v")
+        await until(pilot, lambda: isinstance(app.screen, RunCompareScreen), "compare view opened")
+        view = app.screen
+        assert isinstance(view, RunCompareScreen)
+        await until(pilot, lambda: view.comparison is not None, "comparison shown")
+        table = view.query_one("#runs-compare-table", DataTable)
+        assert rows(table)[0] == ["dog", "✗→✓ 0.00→1.00", "✓→✗ 1.00→0.50"]
+        assert table.get_cell_at((0, 1)).style == "bold green" and table.get_cell_at((0, 2)).style == "bold red"
+        assert rows(table)[2] == ["mars", "✓ 1.00", "✓ 1.00"]
+        shown = str(view.query_one("#runs-compare-summary", Static).render())
+        assert "1 fixed" in shown and "1 regressed" in shown
+        assert str(view.query_one("#runs-compare-note", Static).render()) == ""
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen is screen
+    with EvalStore(tuitune_dirs["data"] / "evals.sqlite3") as store:
+        assert [run.id for run in store.runs()] == [2, 1] and store.runs()[0].suite_name == "tiny"
+
+
+async def test_a_changed_suite_is_flagged_and_a_broken_store_only_warns(
+    tmp_path: Path, suite_path: Path, scripted_evals, tuitune_dirs
+):
+    from tuitune.tui.screens.eval_compare import RunCompareScreen
+
+    scripted_evals(ScriptedModels(ANSWERS))
+    app, _ = scripted_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_eval(pilot, suite_path)
+        await run(pilot, screen)
+        changed = SUITE.replace('value = "red"', 'value = "Red"') + '[[prompt]]\nid = "new"\ntext = "Hi"\n'
+        suite_path.write_text(changed, encoding="utf-8")
+        await run(pilot, screen)
+        await pilot.press("v")
+        await until(pilot, lambda: isinstance(app.screen, RunCompareScreen), "compare view opened")
+        view = app.screen
+        assert isinstance(view, RunCompareScreen)
+        await until(pilot, lambda: view.comparison is not None, "comparison shown")
+        note = str(view.query_one("#runs-compare-note", Static).render())
+        assert "the suite changed since run 1: 1 prompt added (new); checks changed on mars" in note
+        assert [row[0] for row in rows(view.query_one("#runs-compare-table", DataTable))] == ["dog", "name", "json"]
+        await pilot.press("escape")
+        database = tuitune_dirs["data"] / "evals.sqlite3"
+        for suffix in ("-wal", "-shm"):
+            Path(f"{database}{suffix}").unlink(missing_ok=True)
+        database.write_bytes(b"garbage" * 100)
+        await run(pilot, screen)
+        assert screen.report is not None and screen.run_id is None  # shown, not kept
+        assert any("not a readable eval database" in str(n.message) for n in app._notifications)
+        assert database.read_bytes() == b"garbage" * 100
 
 
 @pytest.mark.slow

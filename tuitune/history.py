@@ -493,6 +493,20 @@ class HistoryStore:
         with self._transaction() as db:
             db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
 
+    def pairwise_votes(self) -> list[tuple[str, str, str, str]]:
+        """(model_a, model_b, verdict, created_at) of every Compare vote, oldest first, for the leaderboard.
+
+        A vote always judges pane A against pane B (the models saved with it), also with 3–4 panes open:
+        Compare says so when it records one ("A better (x vs y)"), so extra panes do not change its meaning.
+        """
+        with self._transaction(write=False) as db:
+            rows = db.execute(
+                "SELECT v.model_a, v.model_b, v.verdict, v.created_at FROM votes v "
+                "JOIN conversations c ON c.id = v.conversation_id WHERE c.kind = 'compare' "
+                "AND v.model_a IS NOT NULL AND v.model_b IS NOT NULL ORDER BY v.created_at, v.conversation_id, v.turn"
+            ).fetchall()
+        return [tuple(row) for row in rows]  # type: ignore[misc]
+
     def vote_tally(self) -> dict[str, dict[str, int]]:
         """Per model: wins, losses, ties and bad, from the votes on comparisons of (at least) two panes."""
         with self._transaction(write=False) as db:

@@ -6,21 +6,24 @@ an optional ``mode`` pins it to raw or chat whatever mode the run uses, and an o
 
 Checks score the answers (see ``tuitune.evals.checks``): top-level ``[[check]]`` tables apply to every
 prompt, ``[[prompt.check]]`` tables to the prompt above them; a prompt's checks are the suite's then its own.
+An optional ``[judge]`` table sets the judge's templates and ``pairwise = true`` (see ``tuitune.evals.judge``).
 """
 
 from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tuitune.engines.base import Message
 from tuitune.errors import SuiteError
 from tuitune.evals.checks import Check, parse_check
+from tuitune.evals.judge import JudgeTemplates, template_problem
 from tuitune.untrusted import LimitError, toml_loads
 
-_SUITE_FIELDS = {"name", "description", "prompt", "check"}
+_SUITE_FIELDS = {"name", "description", "prompt", "check", "judge"}
+_JUDGE_FIELDS = ("pairwise", "rubric_template", "pairwise_template")
 _PROMPT_FIELDS = {"id", "text", "messages", "mode", "note", "group", "check"}
 _ROLES = ("system", "user", "assistant")
 _HEADER = re.compile(r"^\s*\[\[([^\[\]]*)\]\]\s*(?:#.*)?$")  # linear: the old lazy group backtracked cubically
@@ -44,6 +47,12 @@ class Suite:
     prompts: tuple[SuitePrompt, ...]
     path: Path
     checks: tuple[Check, ...] = ()  # suite-level only; already included in every prompt's checks
+    judge: JudgeTemplates = field(default_factory=JudgeTemplates)
+
+    @property
+    def judged(self) -> bool:
+        """Whether a judge has anything to do here: a judged check on some prompt, or pairwise = true."""
+        return self.judge.pairwise or any(check.judged for prompt in self.prompts for check in prompt.checks)
 
 
 @dataclass
@@ -84,6 +93,45 @@ def _check_list(raw: object, where: str, table: str) -> list:
     return raw
 
 
+def _line_of(text: str, needle: str, start: int = 0) -> int | None:
+    index = text.find(needle, start)
+    return None if index < 0 else text.count("\n", 0, index) + 1
+
+
+def _judge_table(raw: object, path: Path, text: str) -> JudgeTemplates:
+    """The ``[judge]`` table, its templates checked: an unknown placeholder names the file, line and name."""
+    if raw is None:
+        return JudgeTemplates()
+    header = re.search(r"^\s*\[\s*judge\s*\]", text, re.MULTILINE)
+    table_line = _line_of(text, header.group(0)) if header else None
+    where = f"{path}, line {table_line}" if table_line else str(path)
+    if not isinstance(raw, dict):
+        raise SuiteError(f"{where}: judge must be a table: [judge], then pairwise = true and/or its templates")
+    unknown = sorted(str(key) for key in raw if key not in _JUDGE_FIELDS)
+    if unknown:
+        allowed = ", ".join(_JUDGE_FIELDS)
+        raise SuiteError(f"{where}: [judge] does not take {', '.join(unknown)}; its keys are {allowed}")
+    pairwise = raw.get("pairwise", False)
+    if not isinstance(pairwise, bool):
+        raise SuiteError(f"{where}: [judge] pairwise must be true or false")
+    templates = {}
+    for key in ("rubric_template", "pairwise_template"):
+        if key not in raw:
+            continue
+        template = raw[key]
+        key_at = re.search(rf"^\s*{key}\s*=", text, re.MULTILINE)
+        key_line = _line_of(text, key_at.group(0)) if key_at else table_line
+        if not isinstance(template, str) or not template.strip():
+            raise SuiteError(f'{path}, line {key_line}: [judge] {key} must be a non-empty string (""" … """)')
+        problem = template_problem(template, key)
+        if problem is not None:
+            name, why = problem
+            line = _line_of(text, name, key_at.start() if key_at else 0) if name else key_line
+            raise SuiteError(f"{path}, line {line}: [judge] {key}: {name + ': ' if name else ''}{why}")
+        templates[key] = template
+    return JudgeTemplates(pairwise=pairwise, **templates)
+
+
 def load_suite(path: str | Path) -> Suite:
     path = Path(path)
     try:
@@ -108,6 +156,7 @@ def load_suite(path: str | Path) -> Suite:
     if not isinstance(raw_prompts, list) or not raw_prompts:
         raise SuiteError(f'{path}: no prompts; add [[prompt]] tables with text = "…"')
     lines = _header_lines(text)
+    judge = _judge_table(data.get("judge"), path, text)
     suite_checks = tuple(
         parse_check(raw, f"{_at(path, lines.checks, index)}: check #{index + 1}")
         for index, raw in enumerate(_check_list(data.get("check"), str(path), "check"))
@@ -165,4 +214,5 @@ def load_suite(path: str | Path) -> Suite:
                 group=group.strip(),
             )
         )
-    return Suite(str(data.get("name", path.stem)), str(data.get("description", "")), tuple(prompts), path, suite_checks)
+    name, description = str(data.get("name", path.stem)), str(data.get("description", ""))
+    return Suite(name, description, tuple(prompts), path, suite_checks, judge)

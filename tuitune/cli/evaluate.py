@@ -12,7 +12,8 @@ from tuitune.errors import TuituneError
 
 EVAL_MODES = ("auto", "raw", "chat")
 SUITE_ONLY_FLAGS = ("repeat", "format", "temperature", "max_tokens", "seed", "top_p", "top_k", "min_p",
-                    "repeat_penalty", "stop")  # fmt: skip
+                    "repeat_penalty", "stop", "judge", "judge_pairs", "judge_temperature", "judge_max_tokens",
+                    "judge_timeout", "judge_free")  # fmt: skip
 
 
 def _eval_sampling(args: argparse.Namespace):
@@ -101,19 +102,27 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if repeat < 1:
         raise TuituneError(f"--repeat must be at least 1, not {repeat}")
     suite = load_suite(args.suite)
+    from tuitune.cli.runs import EvalKeeper
+
+    keeper = EvalKeeper(args.suite, suite, getattr(args, "compare_to", None))  # an unknown run id fails here
     sampling = _eval_sampling(args)
+    from tuitune.evals.judge import judge_config
+
+    judge = judge_config(args.judge, args.judge_pairs, args.judge_temperature, args.judge_max_tokens,
+                         args.judge_timeout, args.judge_free)  # fmt: skip
     cancel = threading.Event()
     with CountProgress("answers") as progress:
         report, interrupted = _until_interrupted(
             lambda: run_eval(suite, models, args.adapter_scale, repeat=repeat, sampling=sampling, mode=args.mode,
-                             on_progress=progress, cancel=cancel, gpu_layers=args.gpu_layers),
+                             on_progress=progress, cancel=cancel, gpu_layers=args.gpu_layers, judge=judge),
             cancel,
         )  # fmt: skip
+    keeper.keep(report, interrupted)  # saved before printing; a storage failure is one warning line
     fmt = "json" if args.json else args.format
     if args.out:
         fmt = fmt or "md"
     if fmt == "json":
-        text = safe_json(report.as_json(), indent=2)
+        text = safe_json({**report.as_json(), **keeper.as_json()}, indent=2)
     elif fmt == "csv":
         text = report.to_csv()
     elif fmt == "md":
@@ -127,9 +136,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if not text.endswith("\n"):
             sys.stdout.write("\n")
         sys.stdout.flush()
+    if fmt != "json" or args.out:
+        keeper.print_text()  # the run id and the comparison; with --json on stdout they are in the JSON
     errors = {cell.column: cell.error for cell in report.cells.values() if cell.error}
     for column, error in errors.items():  # a model that could not run is an error; a failed check is a result
         warn(f"{column}: {error}")
+    if report.judge is not None and report.judge.get("error"):  # graded nothing: as bad as a model that failed
+        errors["judge"] = report.judge["error"]
+        warn(f"judge {report.judge['model']}: {report.judge['error']}")
     if interrupted:
         warn("interrupted: the report shows the answers given so far")
         return 130

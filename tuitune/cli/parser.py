@@ -9,8 +9,10 @@ from tuitune.cli.chat import cmd_chat, cmd_compare
 from tuitune.cli.doctor import cmd_doctor
 from tuitune.cli.evaluate import EVAL_MODES, cmd_eval
 from tuitune.cli.export import cmd_export
+from tuitune.cli.leaderboard import SOURCE_CHOICES, bootstrap_rounds, cmd_leaderboard
 from tuitune.cli.models import cmd_models, cmd_models_add, cmd_paths, cmd_pull, cmd_rm
 from tuitune.cli.remote import cmd_endpoint_add, cmd_endpoint_test, cmd_serve
+from tuitune.cli.runs import cmd_runs
 from tuitune.cli.training import cmd_data_check, cmd_export_adapter, cmd_train
 from tuitune.errors import TuituneError
 
@@ -154,8 +156,34 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="everything as JSON, the answers included")
     evaluate.add_argument("--format", choices=("md", "csv"), help="Markdown or CSV (no answers) instead of text")
     evaluate.add_argument("--out", metavar="FILE", help="write the report to FILE (Markdown unless --json/--format)")
+    judge = evaluate.add_argument_group("judge (a model grades the suite's judge_rubric checks and pairs of columns)")
+    judge.add_argument("--judge", metavar="MODEL", help="the judge: a catalog id, endpoint, ORG/REPO[:QUANT] or .gguf")
+    judge.add_argument("--judge-pairs", metavar="A,B", help="compare these two columns (else: the suite's [judge])")
+    judge.add_argument("--judge-temperature", type=float, metavar="T", help="the judge's temperature (default 0)")
+    judge.add_argument("--judge-max-tokens", type=int, metavar="N", help="the judge's reply limit (default 128)")
+    judge.add_argument("--judge-timeout", type=float, metavar="S", help="seconds per judge call (default 120)")
+    judge.add_argument(
+        "--judge-free",
+        action="store_true",
+        default=None,
+        help="let the judge reply in free text (default: a grammar admits only the verdict JSON)",
+    )
+    evaluate.add_argument(
+        "--compare-to", metavar="last|RUN_ID",
+        help="compare with a kept run: last (this suite's latest) or an id `tuitune runs` lists",
+    )  # fmt: skip
     _add_gpu_layers_flag(evaluate)
     evaluate.set_defaults(func=cmd_eval)
+
+    runs = commands.add_parser("runs", help="the eval runs kept in evals.sqlite3 (every `tuitune eval` keeps one)")
+    runs.add_argument("--json", action="store_true")
+    runs.add_argument("--limit", type=int, metavar="N", help="only the N newest runs")
+    runs.set_defaults(func=cmd_runs)
+    runs_commands = runs.add_subparsers(dest="runs_command", metavar="{show}")
+    runs_show = runs_commands.add_parser("show", help="one kept run: settings, scoreboard and matrix")
+    runs_show.add_argument("id", type=int, metavar="ID")
+    runs_show.add_argument("--json", action="store_true", help="the run's settings and its whole results JSON")
+    runs_show.set_defaults(func=cmd_runs)
 
     export = commands.add_parser(
         "export-adapter", help="convert a PEFT LoRA adapter directory into a llama.cpp adapter .gguf",
@@ -201,18 +229,24 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_data_check)
 
     train = commands.add_parser("train", help="LoRA-finetune a catalog model (runs in a subprocess, resumable)")
-    train.add_argument("--name", required=True, metavar="NAME", help="run name and the finetuned model's id")
+    train.add_argument("--name", metavar="NAME",
+                       help="run name and the finetuned model's id (a recipe preset gives a default)")  # fmt: skip
+    train.add_argument("--preset", metavar="NAME",
+                       help="hyper-parameters (and, for a recipe like instruct-demo, base and data) from "
+                       "presets.toml; default: the base model's family preset; none: the plain defaults. Flags "
+                       "override it")  # fmt: skip
     train.add_argument("--base", metavar="MODEL", help="catalog id of the model to finetune")
     train.add_argument("--data", metavar="FILE", help="chat, prompt/completion or alpaca JSONL/JSON")
     train.add_argument("--val", metavar="FILE", help="validation set (else --val-split of the data)")
     train.add_argument("--val-split", type=float, metavar="F", help="share of the data held out (default 0)")
-    train.add_argument("--epochs", type=float, metavar="N", help="default 3")
+    train.add_argument("--epochs", type=float, metavar="N", help="default 3 (or the preset's)")
     train.add_argument("--max-steps", type=int, metavar="N")
-    train.add_argument("--lr", type=float, metavar="LR", help="default 1e-3")
-    train.add_argument("--rank", type=int, metavar="R", help="LoRA rank (default 16)")
-    train.add_argument("--alpha", type=float, metavar="A", help="LoRA alpha (default 32)")
+    train.add_argument("--lr", type=float, metavar="LR", help="default: the preset's, else 1e-3")
+    train.add_argument("--rank", type=int, metavar="R", help="LoRA rank (default: the preset's, else 16)")
+    train.add_argument("--alpha", type=float, metavar="A", help="LoRA alpha (default: the preset's, else 32)")
     train.add_argument("--dropout", type=float, metavar="P", help="LoRA dropout (default 0.05)")
-    train.add_argument("--target-modules", metavar="A,B", help="default: attention (+ MLP for gemma3)")
+    train.add_argument("--target-modules", metavar="A,B",
+                       help="default: the preset's, else attention (+ MLP for gemma3)")  # fmt: skip
     train.add_argument("--batch-size", type=int, metavar="N", help="default 8")
     train.add_argument("--grad-accum", type=int, metavar="N", help="default 1")
     train.add_argument("--max-length", type=int, metavar="N", help="tokens per example (default 512)")
@@ -223,6 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "(downloaded from the Hub); auto (default) uses that repo once downloaded")  # fmt: skip
     train.add_argument("--save-every", type=int, metavar="N", help="checkpoint every N steps (default 10)")
     train.add_argument("--eval-every", type=int, metavar="N", help="validation loss every N steps (default 10)")
+    train.add_argument("--early-stop", type=int, metavar="PATIENCE",
+                       help="stop when the validation loss has not improved for PATIENCE evaluations, and export "
+                       "the best checkpoint (needs --val or --val-split)")  # fmt: skip
+    train.add_argument("--min-delta", type=float, metavar="D",
+                       help="with --early-stop: an improvement lowers the best by more than D (default 0)")  # fmt: skip
     train.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"),
                        help="auto (default): cuda, then mps, then cpu; bf16 on a GPU, fp32 on the CPU")  # fmt: skip
     train.add_argument("--quantize", choices=("none", "4bit"),
@@ -305,4 +344,16 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     doctor.add_argument("--json", action="store_true")
     doctor.set_defaults(func=cmd_doctor)
+
+    leaderboard = commands.add_parser(
+        "leaderboard", help="rank models from Compare votes and judge verdicts (Bradley–Terry, Elo scale, 95%% CI)",
+        description="One Bradley–Terry fit over every pairwise outcome: a tie is half a win each way, a "
+        "'both bad' vote a tie. Ratings average 1000 within each group of models that met.",
+    )  # fmt: skip
+    leaderboard.add_argument("--json", action="store_true")
+    leaderboard.add_argument("--source", choices=SOURCE_CHOICES, default="both", help="which outcomes (default both)")
+    leaderboard.add_argument("--bootstrap", type=bootstrap_rounds, default=1000, metavar="N",
+                             help="resampling rounds for the 95%% interval (default 1000, 0 = none)")  # fmt: skip
+    leaderboard.add_argument("--seed", type=int, default=0, metavar="S", help="bootstrap seed (default 0)")
+    leaderboard.set_defaults(func=cmd_leaderboard)
     return parser

@@ -17,7 +17,7 @@ from tuitune.safe_text import inert
 
 TRAIN_SETTINGS = ("epochs", "max_steps", "lr", "rank", "alpha", "dropout", "batch_size", "grad_accum", "max_length",
                   "neftune_alpha", "seed", "val_split", "save_every", "eval_every", "weights", "device", "quantize",
-                  "nproc")  # fmt: skip
+                  "nproc", "early_stop", "min_delta")  # fmt: skip
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
@@ -86,29 +86,41 @@ def _follow_run(process, directory: Path, out: TextIO, forward_stop: bool = Fals
 
 def _new_run_config(args: argparse.Namespace, catalog, directory: Path):
     """The config of a run that does not exist yet, checked (flags, base model, data) before anything starts."""
-    from dataclasses import replace
+    from dataclasses import fields, replace
 
     from tuitune.sources import model_path
     from tuitune.training.planner import check_plan, estimate
+    from tuitune.training.presets import choose, load_presets, resolve
     from tuitune.training.report import checked_dataset
     from tuitune.training.runs import TrainConfig, training_active
 
-    if args.base is None or args.data is None:
-        raise TuituneError("tuitune train needs --base MODEL and --data FILE (or --resume)")
+    named = getattr(args, "preset", None)
+    presets = load_presets()
+    preset = choose(presets, named, None) if named is not None else None  # an unknown name fails first
+    if (args.base or (preset and preset.base)) is None or (args.data or (preset and preset.data)) is None:
+        raise TuituneError("tuitune train needs --base MODEL and --data FILE (or --resume, or a recipe such as "
+                           "--preset instruct-demo)")  # fmt: skip
     if (directory / "config.json").exists():
         raise TuituneError(f"a run named '{args.name}' exists; continue it with --resume or choose another --name")
     if args.name in catalog:
         raise TuituneError(f"'{args.name}' is already a model in the catalog; choose another --name")
-    config = TrainConfig(name=args.name, base=args.base, data=str(Path(args.data).resolve()),
-                         val=str(Path(args.val).resolve()) if args.val else None)  # fmt: skip
-    overrides = {key: getattr(args, key) for key in TRAIN_SETTINGS if getattr(args, key) is not None}
-    if args.grad_checkpoint:
-        overrides["grad_checkpoint"] = True
+    entry = catalog.get(args.base or preset.base)
+    if named is None:
+        preset = choose(presets, None, entry.family)
+    given = {key: getattr(args, key) for key in TRAIN_SETTINGS}
+    given.update(base=args.base, data=str(Path(args.data).resolve()) if args.data else None,
+                 val=str(Path(args.val).resolve()) if args.val else None)  # fmt: skip
     if args.target_modules:
-        overrides["target_modules"] = [name.strip() for name in args.target_modules.split(",") if name.strip()]
-    config = replace(config, **overrides)
+        given["target_modules"] = [name.strip() for name in args.target_modules.split(",") if name.strip()]
+    resolved = resolve(preset, given)
+    known = {item.name for item in fields(TrainConfig)}
+    config = TrainConfig(name=args.name, base=entry.id, data=resolved.values["data"], preset=resolved.record())
+    config = replace(config, **{key: value for key, value in resolved.values.items() if key in known})
+    if args.grad_checkpoint:
+        config = replace(config, grad_checkpoint=True)
     config.validate()
-    entry = catalog.get(config.base)
+    heading = f"preset {preset.name} ({preset.origin})" if preset else "no preset (the plain defaults)"
+    print(inert(f"{heading}:\n  " + "\n  ".join(resolved.lines())), flush=True)
     if entry.kind not in ("base", "chat"):
         raise TuituneError(f"--base must be a local base or chat model; '{entry.id}' is {entry.kind}")
     model_path(entry)  # not installed: fail now, not after the data check
@@ -136,6 +148,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tuitune.catalog import _ID_PATTERN, load_catalog
     from tuitune.training.runs import TrainConfig, run_dir, run_status, trainer_command
 
+    if args.name is None:
+        from tuitune.training.presets import recipe_for
+
+        recipe = recipe_for(getattr(args, "preset", None))  # --preset instruct-demo --resume: that run
+        if recipe is None or recipe.run_name is None:
+            raise TuituneError("tuitune train needs --name NAME (a recipe, e.g. --preset instruct-demo, names its run)")
+        args.name = recipe.run_name
     if not _ID_PATTERN.match(args.name):
         raise TuituneError(f"--name '{args.name}' may use only letters, digits, '.', '_' and '-'")
     directory = run_dir(args.name)
@@ -144,8 +163,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not (directory / "config.json").exists():
             raise TuituneError(f"no run named '{args.name}' to resume (runs live in {directory.parent})")
         config = TrainConfig.from_json(directory / "config.json")
-        if run_status(directory).get("state") == "running":
+        status = run_status(directory)
+        if status.get("state") == "running":
             raise TuituneError(f"run '{args.name}' is still running")
+        if status.get("state") == "done" and status.get("early_stopped"):
+            print(inert(f"run '{args.name}' stopped early at step {status.get('step')}: {status.get('stop_reason')}; "
+                        f"nothing to resume. Its best adapter (step {status.get('best_step')}) is exported: "
+                        f"{status.get('adapter')}"))  # fmt: skip
+            return 0
     else:
         config = _new_run_config(args, catalog, directory)
         directory.mkdir(parents=True, exist_ok=True)

@@ -42,19 +42,38 @@ class Sampling:
 
 
 @dataclass(frozen=True)
+class Grammar:
+    """Constrained decoding: the reply must match this, so a small model cannot wander off a strict format.
+
+    ``gbnf`` is a llama.cpp GBNF grammar (root rule ``root``), which the llama.cpp engine samples under;
+    ``json_schema`` (JSON text, may be empty) is the same shape as a JSON schema, which an OpenAI-compatible
+    endpoint gets as ``response_format`` (left out, with a notice, if the server rejects it). Engines without
+    either ignore it: the caller must still check the reply.
+    """
+
+    name: str  # a short identifier, also the response_format schema name
+    gbnf: str
+    json_schema: str = ""
+
+
+@dataclass(frozen=True)
 class Request:
     mode: Mode
     prompt: str = ""
     messages: tuple[Message, ...] = ()
     sampling: Sampling = field(default_factory=Sampling)
+    grammar: Grammar | None = None  # constrained decoding (None: free text)
 
     @classmethod
-    def raw(cls, prompt: str, sampling: Sampling | None = None) -> Request:
-        return cls(mode="raw", prompt=prompt, sampling=sampling or Sampling())
+    def raw(cls, prompt: str, sampling: Sampling | None = None, grammar: Grammar | None = None) -> Request:
+        return cls(mode="raw", prompt=prompt, sampling=sampling or Sampling(), grammar=grammar)
 
     @classmethod
-    def chat(cls, messages: list[Message] | tuple[Message, ...], sampling: Sampling | None = None) -> Request:
-        return cls(mode="chat", messages=tuple(messages), sampling=sampling or Sampling())
+    def chat(
+        cls, messages: list[Message] | tuple[Message, ...], sampling: Sampling | None = None,
+        grammar: Grammar | None = None,
+    ) -> Request:  # fmt: skip
+        return cls(mode="chat", messages=tuple(messages), sampling=sampling or Sampling(), grammar=grammar)
 
 
 @dataclass

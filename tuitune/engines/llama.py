@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from tuitune.engines.base import Generation, LoadControl, Message, Request
+from tuitune.engines.base import Generation, Grammar, LoadControl, Message, Request
 from tuitune.engines.chat_formats import DEFAULT_FALLBACK, FALLBACK_FORMATS
 from tuitune.engines.templates import ChatTemplate, RenderStopped, compile_errors, model_chat_template
 from tuitune.engines.threads import DEFAULT_BUDGET, ThreadBudget
@@ -116,6 +116,7 @@ class LlamaCppEngine:
         from tuitune.engines.llama_control import AbortSwitch
 
         self._abort = AbortSwitch(self._llama_cpp, self._llm.ctx)
+        self._grammars: dict[str, Any] = {}  # GBNF text → LlamaGrammar, checked by llama.cpp once
 
     # -- loading -----------------------------------------------------------------------------------
     def _load(self, load: LoadControl | None) -> Any:
@@ -313,6 +314,7 @@ class LlamaCppEngine:
         room = self._n_ctx - len(tokens)
         max_tokens = min(sampling.max_tokens, room) if sampling.max_tokens > 0 else room
         stops = tuple(s for s in (*sampling.stop, *format_stops) if s)
+        grammar = self._grammar(request.grammar)
         stats.seed = sampling.resolved_seed()
         self._llm.set_seed(stats.seed)
         llm, vocab, is_eog = self._llm, self._vocab, self._llama_cpp.llama_vocab_is_eog
@@ -337,6 +339,7 @@ class LlamaCppEngine:
                 temp=sampling.temperature,
                 repeat_penalty=sampling.repeat_penalty,
                 reset=True,
+                grammar=grammar,  # llama.cpp masks every token the grammar does not allow at this point
             )
             try:
                 for token in stream:
@@ -381,6 +384,25 @@ class LlamaCppEngine:
                     stats.ttft_s = first_at - started
                     if sampled > 1 and last_at > first_at:
                         stats.decode_tokens_per_s = (sampled - 1) / (last_at - first_at)
+
+    def _grammar(self, grammar: Grammar | None) -> Any:
+        """The LlamaGrammar for a request's grammar, parsed by llama.cpp once per distinct text.
+
+        llama-cpp-python hands the GBNF text to llama.cpp only when sampling starts, and a NULL sampler from a
+        bad grammar would crash there; so it is parsed here first and a bad one is a one-line error.
+        """
+        if grammar is None:
+            return None
+        compiled = self._grammars.get(grammar.gbnf)
+        if compiled is None:
+            from llama_cpp.llama_grammar import LlamaGrammar
+
+            sampler = self._llama_cpp.llama_sampler_init_grammar(self._vocab, grammar.gbnf.encode(), b"root")
+            if not sampler:
+                raise TuituneError(f"llama.cpp rejected the grammar '{grammar.name}' (details in the llama.cpp log)")
+            self._llama_cpp.llama_sampler_free(sampler)
+            compiled = self._grammars[grammar.gbnf] = LlamaGrammar.from_string(grammar.gbnf)
+        return compiled
 
     def _read_prompt(self, tokens: list[int], generation: Generation) -> bool:
         """Evaluate the prompt batch by batch, reporting progress; False if the request was stopped meanwhile.

@@ -142,6 +142,7 @@ class OpenAIEngine:
         self.model_id = model_id or endpoint.name
         self._n_ctx = n_ctx or 0
         self._send_extras = True  # dropped (once, with a note) if the server rejects non-OpenAI samplers
+        self._send_schema = True  # a request's grammar as response_format; dropped (with a note) if rejected
 
     def __repr__(self) -> str:  # never the key
         return f"OpenAIEngine({self.endpoint.name!r}, {self.endpoint.base_url!r}, model={self.endpoint.model!r})"
@@ -177,6 +178,12 @@ class OpenAIEngine:
             body["stop"] = list(sampling.stop)
         if self._send_extras:
             body.update(top_k=sampling.top_k, min_p=sampling.min_p, repeat_penalty=sampling.repeat_penalty)
+        grammar = request.grammar
+        if grammar is not None and grammar.json_schema and self._send_schema:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": grammar.name, "schema": json.loads(grammar.json_schema)},
+            }
         body.update(self.endpoint.parameters)
         if request.mode == "chat":
             if not request.messages:
@@ -214,6 +221,16 @@ class OpenAIEngine:
                 return connection, response
             text = _scrub(error_text(response.read()), endpoint)
             connection.close()
+            if (
+                response.status == 400
+                and "response_format" in body
+                and any(name in text for name in ("response_format", "json_schema"))
+            ):  # the reply is then free text: the caller still parses it strictly
+                self._send_schema = False
+                generation.notices.append(
+                    f"{endpoint.name} rejects response_format json_schema: sent without it, the reply is unconstrained"
+                )
+                continue
             if response.status == 400 and self._send_extras and any(name in text for name in OPTIONAL_FIELDS):
                 self._send_extras = False
                 generation.notices.append(

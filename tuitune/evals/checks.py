@@ -25,7 +25,9 @@ CHECK_KINDS = (
     "max_tokens",
     "stops_cleanly",
     "json_valid",
+    "judge_rubric",
 )
+JUDGED_KINDS = ("judge_rubric",)  # graded by a judge model (``tuitune eval --judge``), not by rules
 
 _TEXT_KINDS = ("contains", "not_contains", "regex", "equals")
 _TOKEN_KINDS = ("min_tokens", "max_tokens")
@@ -35,6 +37,7 @@ _KEYS = {  # the keys a check table may have, besides `type` and `weight`
     **{kind: ("value",) for kind in _TOKEN_KINDS},
     "stops_cleanly": (),
     "json_valid": (),
+    "judge_rubric": ("rubric", "scale", "threshold"),
 }
 _VALUE_HINTS = {
     **{kind: 'a non-empty string, e.g. value = "sit"' for kind in _TEXT_KINDS},
@@ -57,6 +60,13 @@ class Check:
     case_sensitive: bool = False
     n: int = 3
     weight: float = 1.0
+    scale: str = ""  # judge_rubric: "1-10" or "pass/fail" (the rubric itself is ``value``)
+    threshold: int | None = None  # judge_rubric on 1-10: passes at or above this grade
+
+    @property
+    def judged(self) -> bool:
+        """Whether a judge model grades this check (it is skipped without ``--judge``)."""
+        return self.kind in JUDGED_KINDS
 
     def label(self) -> str:
         """A short name for tables: 'contains "sit"', 'repetition ≤ 0.30', 'stops cleanly', 'min 20 tokens'."""
@@ -80,6 +90,9 @@ class Check:
             return "stops cleanly"
         if self.kind == "json_valid":
             return "valid JSON"
+        if self.kind == "judge_rubric":
+            bar = f" ≥ {self.threshold}" if self.scale == "1-10" else ""
+            return f"judge {_quote(self.value)} {self.scale}{bar}"
         return self.kind
 
 
@@ -88,6 +101,8 @@ class CheckResult:
     check: Check
     passed: bool
     detail: str  # why, one short line: 'missing "sit"', 'repetition 0.52 > 0.30', 'finish: length'
+    grade: int | str | None = None  # judge_rubric: the judge's 1..10 or "pass"/"fail"; None when it failed
+    judge_failed: bool = False  # the judge gave no valid verdict (or none at all): not passed, counted apart
 
 
 def _short(value: object, limit: int = 32) -> str:
@@ -120,6 +135,8 @@ def parse_check(raw: object, where: str) -> Check:
     unknown = sorted(str(key) for key in raw if key not in allowed)
     if unknown:
         raise SuiteError(f"{where}: {kind} check does not take {', '.join(unknown)}; its keys are {', '.join(allowed)}")
+    if kind == "judge_rubric":
+        return _judge_check(raw, where)
     weight = raw.get("weight", 1.0)
     if not _is_number(weight) or weight <= 0:
         raise SuiteError(f"{where}: {kind} check weight must be a positive number, e.g. weight = 2")
@@ -152,6 +169,30 @@ def parse_check(raw: object, where: str) -> Check:
         elif not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise SuiteError(f"{where}: {kind} check value must be {hint}")
     return Check(kind=kind, value=value, case_sensitive=case_sensitive, n=n, weight=float(weight))
+
+
+def _judge_check(raw: dict, where: str) -> Check:
+    """``{ type = "judge_rubric", rubric = "…", scale = "1-10", threshold = 7 }`` (or scale = "pass/fail")."""
+    from tuitune.evals.judge import SCALES
+
+    rubric = raw.get("rubric")
+    if not isinstance(rubric, str) or not rubric.strip():
+        raise SuiteError(f'{where}: judge_rubric check needs rubric = "what a good answer does", a non-empty string')
+    scale = raw.get("scale", "1-10")
+    if scale not in SCALES:
+        raise SuiteError(f"{where}: judge_rubric scale must be {' or '.join(_quote(s) for s in SCALES)}")
+    threshold = raw.get("threshold")
+    if scale == "pass/fail":
+        if threshold is not None:
+            raise SuiteError(f'{where}: judge_rubric threshold applies to scale = "1-10", not "pass/fail"; remove it')
+    elif threshold is None:
+        threshold = 7
+    elif not isinstance(threshold, int) or isinstance(threshold, bool) or not 1 <= threshold <= 10:
+        raise SuiteError(f"{where}: judge_rubric threshold must be a whole number from 1 to 10 (pass at or above)")
+    weight = raw.get("weight", 1.0)
+    if not _is_number(weight) or weight <= 0:
+        raise SuiteError(f"{where}: judge_rubric check weight must be a positive number, e.g. weight = 2")
+    return Check(kind="judge_rubric", value=rubric.strip(), weight=float(weight), scale=scale, threshold=threshold)
 
 
 def repetition(text: str, n: int = 3) -> float:
@@ -246,9 +287,14 @@ def _run(check: Check, text: str, completion_tokens: int, finish_reason: str) ->
 
 
 def run_checks(checks: Sequence[Check], text: str, completion_tokens: int, finish_reason: str) -> list[CheckResult]:
-    """Every check on one answer, in order; ``finish_reason`` is the engine's ("stop", "length", …)."""
+    """Every rule check on one answer, in order; ``finish_reason`` is the engine's ("stop", "length", …).
+
+    Judged checks are skipped: a judge model grades them (``tuitune.evals.judging``), or no one does.
+    """
     results = []
     for check in checks:
+        if check.judged:
+            continue
         passed, detail = _run(check, text, completion_tokens, finish_reason)
         results.append(CheckResult(check, passed, detail))
     return results

@@ -12,6 +12,7 @@ import io
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from tuitune.evals.checks import CheckResult
 from tuitune.evals.results import Cell, Column, ColumnSummary, EvalResults
 from tuitune.safe_text import inert
 
@@ -37,6 +38,11 @@ def _settings(report: EvalResults) -> str:
     if report.repeat > 1:
         parts.append(f"{report.repeat} runs per prompt")
     parts.append(f"mode {report.mode}")
+    judge = report.judge
+    if judge is not None:
+        temperature = judge["sampling"]["temperature"]
+        how = "greedy" if temperature == 0 else f"temperature {temperature:g}"
+        parts.append(f"judge {judge['model']} ({how}, max {judge['sampling']['max_tokens']} tokens)")
     return " · ".join(parts)
 
 
@@ -65,6 +71,9 @@ def _summary_rows(report: EvalResults) -> tuple[list[str], list[list[str]]]:
     groups = _groups(report)
     header = ["column", "pass rate", "prompts passed", "checks passed", "mean repetition", "tok/s",
               "distinct answers / runs", *groups]  # fmt: skip
+    judged = report.judge is not None
+    if judged:
+        header.append("judge failed")
     rows = []
     for summary in report.summary():
         rows.append(
@@ -77,9 +86,36 @@ def _summary_rows(report: EvalResults) -> tuple[list[str], list[list[str]]]:
                 _speed(summary.tokens_per_s),
                 _stability(summary, report.repeat),
                 *(_percent(summary.groups.get(group)) for group in groups),
+                *([str(summary.judge_failed)] if judged else []),
             ]
         )
     return header, rows
+
+
+def _unjudged(report: EvalResults) -> int:
+    """Judged checks left out because no judge ran (``--judge MODEL`` grades them)."""
+    if report.judge is not None:
+        return 0
+    return sum(check.judged for prompt in report.prompts for check in prompt.checks)
+
+
+def pairwise_lines(report: EvalResults) -> list[str]:
+    """One line per pair of columns: wins, ties, order disagreements (with their prompts) and failures."""
+    lines = []
+    pairs = list(dict.fromkeys((v.model_a, v.model_b) for v in report.pairwise))
+    for a, b in pairs:
+        verdicts = [v for v in report.pairwise if (v.model_a, v.model_b) == (a, b)]
+        ok = [v for v in verdicts if not v.failed]
+        wins_a, wins_b = sum(v.winner == "a" for v in ok), sum(v.winner == "b" for v in ok)
+        disagree = [v.prompt for v in ok if not v.agree]
+        line = f"{a} vs {b}: {a} {wins_a} won, {b} {wins_b} won, {sum(v.winner == 'tie' for v in ok)} tied"
+        if disagree:
+            line += f" ({len(disagree)} as the two orders disagreed: {', '.join(disagree)})"
+        failed = [v.prompt for v in verdicts if v.failed]
+        if failed:
+            line += f"; judge failed on {len(failed)}: {', '.join(failed)}"
+        lines.append(line)
+    return lines
 
 
 def verdict(cell: Cell | None, repeat: int = 1) -> str:
@@ -161,6 +197,10 @@ def format_text(report: EvalResults) -> str:
     if differing:
         notes.append(f"{DIFFERS}: the columns disagree")
     lines.append("; ".join(notes))
+    if _unjudged(report):
+        lines.append(f"{_plural(_unjudged(report), 'judged check')} not run: pass --judge MODEL to grade them")
+    if report.pairwise:
+        lines += ["", "pairwise (judge, asked in both orders):"] + [f"  {line}" for line in pairwise_lines(report)]
     failures = _failures(report)
     if failures:
         lines += ["", "failed:"] + [f"  {failure}" for failure in failures]
@@ -193,6 +233,11 @@ def to_markdown(report: EvalResults) -> str:
     differing = [prompt.id for prompt in report.prompts if prompt.id in report.differing_prompts()]
     if differing:
         lines.append(f"The columns disagree on: {_md(', '.join(differing))}.")
+    if _unjudged(report):
+        lines.append(f"{_plural(_unjudged(report), 'judged check')} not run: pass --judge MODEL to grade them.")
+    if report.pairwise:
+        lines += ["", "## Pairwise (judge, asked in both orders)", ""]
+        lines += [f"- {_md(line)}" for line in pairwise_lines(report)]
     failures = _failures(report)
     if failures:
         lines += ["", "## Failed checks", ""] + [f"- {_md(failure)}" for failure in failures]
@@ -214,7 +259,7 @@ def to_csv(report: EvalResults) -> str:
                 continue
             verdicts: dict[str, list[str]] = {}
             for result in cell.results:
-                verdicts.setdefault(result.check.label(), []).append("pass" if result.passed else "fail")
+                verdicts.setdefault(result.check.label(), []).append(_csv_verdict(result))
             writer.writerow(
                 [
                     prompt.id,
@@ -236,6 +281,14 @@ def to_csv(report: EvalResults) -> str:
                 ]
             )
     return out.getvalue()
+
+
+def _csv_verdict(result: CheckResult) -> str:
+    """pass/fail; a judged check adds its grade ("pass 8/10"), or says "judge failed"."""
+    if result.judge_failed:
+        return "judge failed"
+    verdict = "pass" if result.passed else "fail"
+    return f"{verdict} {result.grade}/10" if isinstance(result.grade, int) else verdict
 
 
 def format_loss_table(results: Sequence[LossResult]) -> str:

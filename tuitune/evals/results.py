@@ -88,6 +88,53 @@ class ColumnSummary:
     tokens_per_s: float | None  # mean over the answered cells
     stability: float  # mean distinct answers / runs: 1/repeat (always the same answer) … 1 (all different)
     groups: dict[str, float] = field(default_factory=dict)  # mean score per prompt group; empty without groups
+    judge_failed: int = 0  # judged checks the judge gave no valid verdict for (they count as not passed)
+
+
+@dataclass(frozen=True)
+class PairVerdict:
+    """The judge's pairwise verdict on one prompt, asked twice with the answers swapped.
+
+    ``as_json`` is exactly ``{"prompt": PROMPT_ID, "model_a": COLUMN_LABEL_A, "model_b": COLUMN_LABEL_B,
+    "winner": "a"|"b"|"tie", "agree": true|false, "reasons": ["…", "…"], "failed": false}``: ``winner`` is
+    the column that won in both orders, or "tie" when the judge said tie twice or the two orders disagreed
+    (``agree`` false: position bias); ``failed`` when a verdict could not be had (no answer, an unparseable
+    reply, a judge error), then ``winner`` is "tie", ``agree`` false and ``reasons`` say why.
+    """
+
+    prompt: str
+    model_a: str
+    model_b: str
+    winner: str  # "a", "b" or "tie"
+    agree: bool
+    reasons: tuple[str, ...]
+    failed: bool = False
+
+    def as_json(self) -> dict:
+        return {"prompt": self.prompt, "model_a": self.model_a, "model_b": self.model_b, "winner": self.winner,
+                "agree": self.agree, "reasons": list(self.reasons), "failed": self.failed}  # fmt: skip
+
+
+def pairwise_summary(verdicts: Sequence[PairVerdict]) -> dict | None:
+    """``{"wins": {COLUMN_LABEL: wins}, "ties": n, "disagreements": n, "failed": n}``; None without verdicts.
+
+    Disagreements (the two orders differed) are ties too; failed verdicts are neither wins nor ties.
+    """
+    if not verdicts:
+        return None
+    wins: dict[str, int] = {}
+    for verdict in verdicts:
+        wins.setdefault(verdict.model_a, 0)
+        wins.setdefault(verdict.model_b, 0)
+        if not verdict.failed and verdict.winner != "tie":
+            wins[verdict.model_a if verdict.winner == "a" else verdict.model_b] += 1
+    return {
+        "wins": wins,
+        "ties": sum(v.winner == "tie" and not v.failed for v in verdicts),
+        "disagreements": sum(not v.agree and not v.failed for v in verdicts),
+        "disagreeing_prompts": list(dict.fromkeys(v.prompt for v in verdicts if not v.agree and not v.failed)),
+        "failed": sum(v.failed for v in verdicts),
+    }
 
 
 @dataclass
@@ -101,6 +148,8 @@ class EvalResults:
     repeat: int
     sampling: Sampling | None = None  # what every answer was sampled with (seed + i for repeat i)
     mode: str = "auto"
+    judge: dict | None = None  # the judge's model id, sampling, templates and their hashes; None without --judge
+    pairwise: list[PairVerdict] = field(default_factory=list)  # the judge's pairwise verdicts, prompt by prompt
 
     def cell(self, prompt_id: str, column: str) -> Cell:
         return self.cells[(prompt_id, column)]
@@ -135,6 +184,7 @@ class EvalResults:
                     tokens_per_s=mean(speeds) if speeds else None,
                     stability=mean([cell.distinct / self.repeat for cell in answered]),
                     groups=by_group,
+                    judge_failed=sum(result.judge_failed for cell in counted for result in cell.results),
                 )
             )
         return rows
@@ -164,13 +214,19 @@ class EvalResults:
             "summary": [asdict(row) for row in self.summary()],
             "differing_prompts": [p.id for p in self.prompts if p.id in self.differing_prompts()],
             "cells": [self.cells[key].as_json() for p in self.prompts for key in self._keys(p) if key in self.cells],
+            "judge": self.judge,
+            "pairwise": [verdict.as_json() for verdict in self.pairwise],
+            "pairwise_summary": pairwise_summary(self.pairwise),
         }
 
 
 def _result_json(result: CheckResult) -> dict:
     check = result.check
-    return {"label": check.label(), "kind": check.kind, "weight": check.weight, "passed": result.passed,
+    data = {"label": check.label(), "kind": check.kind, "weight": check.weight, "passed": result.passed,
             "detail": result.detail}  # fmt: skip
+    if check.judged:
+        data.update(grade=result.grade, judge_failed=result.judge_failed)
+    return data
 
 
 def _prompt_json(prompt: SuitePrompt) -> dict:

@@ -5,10 +5,13 @@ script or CI can compare between runs. Each model loads once, in a thread of its
 thread-safe; models run in parallel as in ``compare``). A finetuned model in a scale sweep keeps its one
 engine and changes the LoRA strength between columns, without reloading. Greedy sampling by default: an
 eval should give the same numbers twice; ``repeat`` with a temperature measures how stable the answers are.
+With a ``judge`` (``--judge MODEL``), a judge model grades the suite's judged checks and pairs of columns in a
+thread of its own as the cells come in (``tuitune.evals.judging``).
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -22,6 +25,8 @@ from tuitune.evals.results import Cell, Column, mean
 if TYPE_CHECKING:
     from tuitune.catalog import Catalog
     from tuitune.engines import Engine, ResolvedModel, Sampling
+    from tuitune.evals.judge import JudgeConfig
+    from tuitune.evals.judging import JudgeRun
     from tuitune.suites import Suite, SuitePrompt
 
 EVAL_MODES = ("auto", "raw", "chat")
@@ -107,11 +112,14 @@ def run_eval(
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
     gpu_layers: int | None = None,
+    judge: JudgeConfig | None = None,
 ) -> EvalReport:
     """Every prompt of ``suite`` on every column, ``repeat`` times; repeat i samples with seed + i.
 
     A model that fails to load or to answer gives cells with ``error``; the other models go on. With
     ``cancel`` set, answers in progress stop and the rest are left unanswered (``finish_reason`` cancelled).
+    Without ``judge`` the suite's judged checks are left out; with it, they are graded (a failed verdict is a
+    "judge failed" result, never a pass) and pairs of columns are compared (``EvalReport.pairwise``).
     """
     from tuitune.catalog import load_catalog
 
@@ -129,20 +137,26 @@ def run_eval(
     sampling = sampling or default_sampling()
     columns = [column for _, model_columns in plan for column in model_columns]
     counter = _Counter(len(prompts) * len(columns) * repeat, on_progress)
+    judge_run = _judge_run(judge, suite, prompts, columns, counter, cancel, catalog, gpu_layers)
     cells: dict[tuple[str, str], Cell] = {}
     parallel = threading.Semaphore(MAX_PARALLEL)
+
+    def store(cell: Cell) -> None:
+        cells[(cell.prompt_id, cell.column)] = cell
+        if judge_run is not None:
+            judge_run.cell_done(cell)
 
     def work(model: ResolvedModel, model_columns: list[Column]) -> None:
         with parallel:
             try:
-                _run_model(model, model_columns, prompts, repeat, sampling, mode, catalog, cells, counter, cancel,
-                           gpu_layers)  # fmt: skip
+                _run_model(model, model_columns, prompts, repeat, sampling, mode, catalog, store, counter, cancel,
+                           gpu_layers, judged=judge_run is not None)  # fmt: skip
             except Exception as error:  # a bug or a llama.cpp failure: this model's cells say so, the others go on
                 message = str(error) if isinstance(error, TuituneError) else f"{type(error).__name__}: {error}"
                 for column in model_columns:
                     for prompt in prompts:
                         if (prompt.id, column.label) not in cells:
-                            cells[(prompt.id, column.label)] = _error_cell(prompt, column, message)
+                            store(_error_cell(prompt, column, message, judged=judge_run is not None))
                             counter.add(repeat)
 
     threads = [
@@ -153,7 +167,57 @@ def run_eval(
         thread.start()
     for thread in threads:
         thread.join()
-    return EvalReport(suite.name, columns, prompts, cells, repeat, sampling, mode)
+    if judge_run is None:
+        return EvalReport(suite.name, columns, prompts, cells, repeat, sampling, mode)
+    pairwise = judge_run.finish()
+    info = {**judge_run.info, "error": judge_run.load_error}
+    return EvalReport(suite.name, columns, prompts, cells, repeat, sampling, mode, judge=info, pairwise=pairwise)
+
+
+def _judge_run(
+    judge: JudgeConfig | None,
+    suite: Suite,
+    prompts: list[SuitePrompt],
+    columns: list[Column],
+    counter: _Counter,
+    cancel: threading.Event | None,
+    catalog: Catalog,
+    gpu_layers: int | None,
+) -> JudgeRun | None:
+    """The judge's thread, started, with its calls added to the progress total; usage errors before any load."""
+    if judge is None:
+        return None
+    from tuitune.engines import open_engine, resolve_model
+    from tuitune.evals.judging import JudgeRun, judge_info, rubric_calls
+
+    model = resolve_model(judge.model, catalog)  # an unknown judge fails here, before any model loads
+    labels = [column.label for column in columns]
+    if judge.pairs is not None:
+        for a, b in judge.pairs:
+            unknown = [label for label in (a, b) if label not in labels]
+            if unknown:
+                raise TuituneError(f"--judge-pairs: no column '{unknown[0]}'; the columns are {', '.join(labels)}")
+            if a == b:
+                raise TuituneError(f"--judge-pairs: '{a}' against itself; name two different columns")
+        pairs = list(dict.fromkeys(judge.pairs))
+    elif suite.judge.pairwise:
+        if len(labels) < 2:
+            raise TuituneError(f"suite {suite.path} asks for pairwise judgement ([judge] pairwise = true): "
+                               "give at least two models")  # fmt: skip
+        pairs = list(itertools.combinations(labels, 2))
+    else:
+        pairs = []
+    if not pairs and not any(check.judged for prompt in prompts for check in prompt.checks):
+        raise TuituneError(
+            f"--judge: suite {suite.path} has no judged checks and no pairwise judgement; add a "
+            '[[check]] with type = "judge_rubric" or [judge] pairwise = true, or leave out --judge'
+        )
+    counter.total += rubric_calls(prompts, len(columns)) + 2 * len(pairs) * len(prompts)
+    run = JudgeRun(judge, model, suite.judge, prompts, pairs, counter.add, cancel,
+                   lambda: open_engine(model, catalog=catalog, gpu_layers=gpu_layers))  # fmt: skip
+    run.info = judge_info(judge, model, suite.judge)
+    run.start()
+    return run
 
 
 def _run_model(
@@ -164,10 +228,11 @@ def _run_model(
     sampling: Sampling,
     mode: str,
     catalog: Catalog,
-    cells: dict[tuple[str, str], Cell],
+    store: Callable[[Cell], None],
     counter: _Counter,
     cancel: threading.Event | None,
     gpu_layers: int | None = None,
+    judged: bool = False,
 ) -> None:
     """One model's columns, in its own thread: load once, then every scale × prompt × repeat in order."""
     from tuitune.engines import open_engine
@@ -181,8 +246,8 @@ def _run_model(
             if column.adapter_scale is not None:
                 engine.set_adapter_scale(column.adapter_scale)  # type: ignore[attr-defined]
             for prompt in prompts:
-                cell = _run_cell(engine, model, has_template, column, prompt, repeat, sampling, mode, counter, cancel)
-                cells[(prompt.id, column.label)] = cell
+                store(_run_cell(engine, model, has_template, column, prompt, repeat, sampling, mode, counter, cancel,
+                                judged))  # fmt: skip
     finally:
         engine.close()
 
@@ -198,6 +263,7 @@ def _run_cell(
     mode: str,
     counter: _Counter,
     cancel: threading.Event | None,
+    judged: bool = False,
 ) -> Cell:
     from tuitune.compare import Prompt, build_request, modes_for
     from tuitune.engines.base import RANDOM_SEED
@@ -234,9 +300,9 @@ def _run_cell(
     completion_tokens = first.completion_tokens if first is not None else 0
     finish = "error" if error else (first.finish_reason if first is not None else "cancelled")
     if error is not None:
-        results = _not_run(prompt, "not run: the model failed")
+        results = _not_run(prompt, "not run: the model failed", judged)
     else:
-        results = run_checks(prompt.checks, text, completion_tokens, finish)
+        results = _with_judged(prompt, run_checks(prompt.checks, text, completion_tokens, finish), judged)
     return Cell(
         prompt_id=prompt.id,
         column=column.label,
@@ -265,17 +331,30 @@ def _cold_start(engine: Engine) -> None:
         forget()
 
 
-def _not_run(prompt: SuitePrompt, detail: str) -> list[CheckResult]:
-    """Every check failed: a model that could not answer fails them, and the counts stay comparable."""
-    return [CheckResult(check, False, detail) for check in prompt.checks]
+def _not_run(prompt: SuitePrompt, detail: str, judged: bool = False) -> list[CheckResult]:
+    """Every check failed: a model that could not answer fails them, and the counts stay comparable.
+
+    Judged checks are among them only when a judge runs (without one they are left out of every cell).
+    """
+    return [CheckResult(check, False, detail) for check in prompt.checks if judged or not check.judged]
 
 
-def _error_cell(prompt: SuitePrompt, column: Column, message: str) -> Cell:
+def _with_judged(prompt: SuitePrompt, results: list[CheckResult], judged: bool) -> list[CheckResult]:
+    """The rule checks' results with a pending result in each judged check's place, in the suite's order."""
+    if not judged:
+        return results
+    from tuitune.evals.judging import pending
+
+    rules = iter(results)
+    return [pending(check) if check.judged else next(rules) for check in prompt.checks]
+
+
+def _error_cell(prompt: SuitePrompt, column: Column, message: str, judged: bool = False) -> Cell:
     return Cell(
         prompt_id=prompt.id,
         column=column.label,
         answers=[],
-        results=_not_run(prompt, "not run: the model failed"),
+        results=_not_run(prompt, "not run: the model failed", judged),
         score=0.0,
         completion_tokens=0,
         tokens_per_s=None,

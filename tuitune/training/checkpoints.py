@@ -30,7 +30,10 @@ def latest_checkpoint(directory: Path) -> tuple[int, Path] | None:
     return found[-1] if found else None
 
 
-def save(run_directory: Path, model, optimizer, scheduler, scaler, step: int, elapsed: float) -> None:
+def save(run_directory: Path, model, optimizer, scheduler, scaler, step: int, elapsed: float,
+         keep: int | None = None) -> None:  # fmt: skip
+    """Write the checkpoint of ``step``; then drop all but the last KEEP_CHECKPOINTS, and ``keep`` (the best
+    one of an early-stopping run, which the final export needs)."""
     directory = run_directory / "checkpoints"
     directory.mkdir(exist_ok=True)
     temporary = directory / f".tmp-step-{step}"
@@ -57,7 +60,19 @@ def save(run_directory: Path, model, optimizer, scheduler, scaler, step: int, el
             "Free some disk space, then continue with --resume"
         ) from None
     for old in sorted(checkpoints(run_directory))[:-KEEP_CHECKPOINTS]:
-        shutil.rmtree(old[1], ignore_errors=True)
+        if old[0] != keep:
+            shutil.rmtree(old[1], ignore_errors=True)
+
+
+def load_adapter(run_directory: Path, model, step: int) -> None:
+    """Put the LoRA weights of the checkpoint at ``step`` back into ``model`` (the best one, for the export)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    path = run_directory / "checkpoints" / f"step-{step}" / "adapter_model.safetensors"
+    if not path.exists():
+        raise TuituneError(f"{path} is missing: the best checkpoint (step {step}) cannot be exported")
+    set_peft_model_state_dict(model, load_file(path))
 
 
 def restore(run_directory: Path, model, optimizer, scheduler, scaler) -> tuple[int, float] | None:

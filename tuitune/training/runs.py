@@ -59,6 +59,9 @@ class TrainConfig:
     quantize: str = "none"  # 4bit: QLoRA (bitsandbytes nf4, double quantization)
     grad_checkpoint: bool = False  # recompute activations in the backward pass: less memory, ~30 % slower
     nproc: int = 1  # processes under torchrun (DistributedDataParallel); the global batch is split across them
+    early_stop: int | None = None  # stop after this many evaluations without a better validation loss
+    preset: dict[str, Any] | None = None  # the preset applied and where each setting came from (presets.Resolved)
+    min_delta: float = 0.0  # an evaluation improves on the best only when lower by more than this
 
     def validate(self) -> None:
         problems = []
@@ -90,6 +93,13 @@ class TrainConfig:
         elif self.batch_size * self.grad_accum < self.nproc:
             problems.append(f"--nproc {self.nproc} needs a global batch (--batch-size × --grad-accum) of at least "
                             f"{self.nproc}, one sequence per process")  # fmt: skip
+        if self.early_stop is not None:
+            if self.early_stop < 1:
+                problems.append("--early-stop must be at least 1 (evaluations without improvement)")
+            elif not self.val and self.val_split <= 0:
+                problems.append("--early-stop watches the validation loss: give --val FILE or --val-split F")
+        if self.min_delta < 0:
+            problems.append("--min-delta must be >= 0")
         if problems:
             raise TuituneError("; ".join(problems))
 

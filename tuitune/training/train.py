@@ -27,10 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from tuitune.errors import TuituneError
+from tuitune.training.early_stop import EarlyStop
 from tuitune.training.runs import (
     TrainConfig,
     active_marker,
     read_json,
+    read_metrics,
     write_json,
 )
 
@@ -130,6 +132,9 @@ class Run:
         from tuitune.training.loss import ReplyLoss, length_chunks, summed_eval_loss
 
         config, ranks = self.config, self.ranks
+        if self.resume and (read_json(self.dir / "status.json") or {}).get("early_stopped"):
+            self.log("this run stopped early (see status.json): nothing to resume, its best adapter is exported")
+            return 0
         if ranks.is_main:
             write_json(active_marker(), {"pid": os.getpid(), "run": config.name})
         self.set_status(state="running", message="loading the base model")
@@ -174,6 +179,10 @@ class Run:
                 if ranks.is_main:
                     checkpoints.truncate_metrics(self.dir, start_step)
                 self.log(f"resumed from the checkpoint at step {start_step}")
+        early = None  # the best validation loss so far (rebuilt from the kept metrics on resume)
+        if config.early_stop is not None:
+            early = EarlyStop.from_metrics(read_metrics(self.dir) if self.resume else [], config.early_stop,
+                                           config.min_delta)  # fmt: skip
         self.set_status(state="running", step=start_step, total_steps=total_steps, message="training",
                         train_examples=len(train_set), val_examples=len(val_set), device=self.device)  # fmt: skip
         split = f", split over {ranks.world} processes" if ranks.distributed else ""
@@ -195,7 +204,9 @@ class Run:
 
         started = time.monotonic()
         model.train()
-        for step in range(start_step, total_steps):
+        last = start_step
+        end = start_step if early is not None and early.should_stop else total_steps  # stopped by Ctrl-C as it ended
+        for step in range(start_step, end):
             step_started = time.monotonic()
             optimizer.zero_grad(set_to_none=True)
             batch = examples_of(step)
@@ -242,26 +253,45 @@ class Run:
                 summed, count = distributed.total(ranks, summed, count)
                 row["eval_loss"] = round(summed / max(1, count), 5)
                 model.train()
+            improved = early is not None and row["eval_loss"] is not None and early.update(done, row["eval_loss"])
+            if early is not None:
+                row["best_step"] = early.best_step
             self.metric(row)
-            self.set_status(step=done, peak_rss_mb=peak_rss_mb(), peak_device_mb=peak_device_mb(device_kind))
+            best = {"best_step": early.best_step, "best_eval_loss": early.best_loss} if early else {}
+            self.set_status(step=done, peak_rss_mb=peak_rss_mb(), peak_device_mb=peak_device_mb(device_kind), **best)
             stopping = distributed.anyone(ranks, self.stop_requested)
-            if ranks.is_main and (done % config.save_every == 0 or done == total_steps or stopping):
-                checkpoints.save(self.dir, model, optimizer, scheduler, scaler, done, elapsed)
-                self.log(f"checkpoint saved at step {done}")
+            if ranks.is_main and (done % config.save_every == 0 or done == total_steps or stopping or improved):
+                checkpoints.save(self.dir, model, optimizer, scheduler, scaler, done, elapsed,
+                                 keep=early.best_step if early else None)  # fmt: skip
+                self.log(f"checkpoint saved at step {done}{' (best validation loss)' if improved else ''}")
+            last = done
             if stopping:
                 self.set_status(state="stopped", message=f"stopped at step {done}; --resume continues from there")
                 self.log(f"stopped at step {done}; checkpoint saved")
                 return 0 if ranks.distributed else 130  # torchrun reports any non-zero exit as a crash
+            if early is not None and distributed.anyone(ranks, early.should_stop):
+                self.log(f"stopping early at step {done}: {early.reason()}")
+                break
         if ranks.is_main:
-            self.finish(model, gguf, entry)
+            self.finish(model, gguf, entry, early, last)
         return 0
 
-    def finish(self, model, gguf: Path, entry) -> None:
+    def finish(self, model, gguf: Path, entry, early: EarlyStop | None, last: int) -> None:
+        """Export the adapter — with early stopping, the best checkpoint's, which may be older than the last step."""
         from tuitune.catalog import add_user_entry, load_catalog
+        from tuitune.training import checkpoints
         from tuitune.training.export import export_adapter
 
         adapter_dir = self.dir / "adapter"
         self.set_status(message="exporting the adapter")
+        best: dict[str, Any] = {}
+        if early is not None and early.best_step is not None:
+            if early.best_step != last:
+                checkpoints.load_adapter(self.dir, model, early.best_step)
+                self.log(f"exporting the best checkpoint: step {early.best_step} (validation {early.best_loss:.4f})")
+            best = {"best_step": early.best_step, "best_eval_loss": early.best_loss, "early_stopped": early.should_stop}
+            if early.should_stop:
+                best["stop_reason"] = early.reason()
         model.save_pretrained(adapter_dir)
         out = export_adapter(adapter_dir, gguf, self.dir / f"{self.config.name}.gguf")
         catalog = load_catalog()
@@ -271,7 +301,12 @@ class Run:
                 "family": entry.family, "mode": "chat", "base": entry.id, "pair": entry.id, "adapter": str(out),
                 "description": f"LoRA finetune of {entry.id} on {Path(self.config.data).name}",
             })  # fmt: skip
-        self.set_status(state="done", message=f"finished: {out}", adapter=str(out))
+        message = f"finished: {out}"
+        if best.get("early_stopped"):
+            message = f"stopped early at step {last}: {best['stop_reason']}; exported step {best['best_step']}: {out}"
+        elif best and best["best_step"] != last:
+            message = f"finished; exported the best checkpoint (step {best['best_step']}): {out}"
+        self.set_status(state="done", message=message, adapter=str(out), **best)
         self.log(f"done: adapter {out}; catalog entry '{self.config.name}' (kind finetuned, pair {entry.id})")
 
 

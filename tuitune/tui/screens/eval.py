@@ -10,11 +10,8 @@ answers and every check's verdict. Answers are model output, so they are made in
 from __future__ import annotations
 
 import contextlib
-import re
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -40,89 +37,32 @@ from textual.widgets import (
 from textual.widgets.selection_list import Selection
 
 from tuitune.errors import TuituneError
-from tuitune.paths import app_dirs, project_file
-from tuitune.safe_text import inert, safe_json
+from tuitune.tui.screens.eval_parts import (
+    EvalForm,
+    cell,
+    check_form,
+    default_suite,
+    detail_text,
+    export_path,
+    fill_summary,
+    fill_votes,
+    parse_scales,
+    sampling_for,
+    shipped_suites,
+    verdict,
+    visible_prompts,
+    write_export,
+)
 from tuitune.tui.text import Part, styled
 
 if TYPE_CHECKING:
-    from tuitune.evals.runner import Cell, EvalReport
-    from tuitune.suites import Suite
+    from tuitune.evals.runner import EvalReport
     from tuitune.tui.app import TuituneApp
 
+__all__ = ["EvalMatrix", "EvalScreen", "parse_scales"]  # parse_scales: tests and callers import it here
+
 PROMPT_KEY = "\x00prompt"  # the matrix's first column; no model column can be named this
-ANSWER_CHARS = 4000  # per answer in the detail pane: enough to read, bounded for a runaway base model
 EXPORTS = {"md": "Markdown", "json": "JSON", "csv": "CSV"}
-
-
-@dataclass(frozen=True)
-class EvalForm:
-    """What the form asks for, checked: ``run_eval`` gets only values it can use."""
-
-    suite: Suite
-    models: list[str]
-    adapter_scales: list[float] | None
-    repeat: int
-    max_tokens: int | None
-    temperature: float | None  # above 0 with repeat > 1: how stable are the answers?
-
-
-def shipped_suites() -> list[Path]:
-    """The suites that come with tuitune (``suites/*.toml`` in the checkout or the wheel)."""
-    folder = project_file("suites")
-    return sorted(folder.glob("*.toml")) if folder is not None and folder.is_dir() else []
-
-
-def default_suite(suites: list[Path]) -> Path:
-    """The lab's base-vs-chat suite, which the default demo pair is chosen for; else the first one."""
-    return next((path for path in suites if path.stem == "why-finetune"), suites[0])
-
-
-def parse_scales(text: str) -> list[float] | None:
-    """``""`` → None (the runner's default), ``"1"`` → [1.0], ``"0, 0.5,1"`` → [0.0, 0.5, 1.0]."""
-    parts = [part.strip() for part in text.replace(" ", ",").split(",") if part.strip()]
-    if not parts:
-        return None
-    try:
-        scales = [float(part) for part in parts]
-    except ValueError:
-        raise TuituneError(f"adapter scale must be numbers between 0 and 1, like 1 or 0,0.5,1; not '{text}'") from None
-    bad = [scale for scale in scales if not 0.0 <= scale <= 1.0]
-    if bad:
-        raise TuituneError(f"adapter scale {bad[0]:g} is out of range: use numbers between 0 and 1")
-    return list(dict.fromkeys(scales))
-
-
-def slug(name: str) -> str:
-    """A file-name-safe form of a suite name (it comes from a TOML file, so anything may be in it)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")[:60] or "eval"
-
-
-def cell(text: str, justify: str = "left", style: str = "") -> Text:
-    """A table cell that is never parsed as markup and ends in an ellipsis when the column is too narrow."""
-    return Text(inert(text), style=style, no_wrap=True, overflow="ellipsis", justify=justify)  # type: ignore[arg-type]
-
-
-def verdict(result: Cell | None) -> Text:
-    """A matrix cell: ``✓ 1.00`` green when every check passed, ``✗ 0.33`` red otherwise, or why there is none."""
-    if result is None:
-        return cell("–", style="dim")
-    if result.error:
-        return cell("error", style="bold red")
-    if not result.counted:
-        return cell("stopped", style="dim")
-    if result.passed:
-        return cell(f"✓ {result.score:.2f}", style="green")
-    return cell(f"✗ {result.score:.2f}", style="red")
-
-
-def _number(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def _win_rate(counts: dict[str, int]) -> str:
-    """Wins over every vote the model took part in (a tie or a "both bad" is not a win)."""
-    total = sum(counts.get(key, 0) for key in ("wins", "losses", "ties", "bad"))
-    return f"{counts.get('wins', 0) / total:.0%}" if total else "-"
 
 
 class EvalMatrix(DataTable):
@@ -141,6 +81,7 @@ class EvalMatrix(DataTable):
         Binding("m", "screen.export('md')", ".md", id="eval.export_md", tooltip="Export the report as Markdown"),
         Binding("j", "screen.export('json')", ".json", id="eval.export_json", tooltip="Export the report as JSON"),
         Binding("c", "screen.export('csv')", ".csv", id="eval.export_csv", tooltip="Export the report as CSV"),
+        Binding("v", "screen.compare_runs", "vs run", id="eval.compare_runs", tooltip="Compare with an earlier run"),
     ]
 
 
@@ -152,6 +93,7 @@ class EvalScreen(Screen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+s", "run", "Run", id="eval.run"),
         Binding("escape,ctrl+t", "stop", "Stop", id="eval.stop"),
+        Binding("l", "leaderboard", "Leaderboard", id="eval.leaderboard", tooltip="Rank models by votes and judge"),
     ]
 
     def __init__(self) -> None:
@@ -163,6 +105,7 @@ class EvalScreen(Screen):
         self._cancel: threading.Event | None = None
         self._models: list[str] = []  # the ids the model list shows, to rebuild it only when they change
         self.last_export: Path | None = None
+        self.run_id: int | None = None  # this report's id in evals.sqlite3; None when it could not be kept
 
     @property
     def tuitune(self) -> TuituneApp:
@@ -245,47 +188,14 @@ class EvalScreen(Screen):
 
     def form(self) -> EvalForm:
         """The form's values, or a TuituneError that says which field is wrong and how to fix it."""
-        from tuitune.suites import load_suite
-
-        path_text = self.query_one("#eval-suite-path", Input).value.strip()
-        choice = self.query_one("#eval-suite", Select).value
-        if path_text:
-            path = Path(path_text).expanduser()
-        elif isinstance(choice, str) and choice:
-            path = Path(choice)
-        else:
-            raise TuituneError("pick a suite, or type the path of a suite .toml file")
-        suite = load_suite(path)
-        models = list(self.query_one("#eval-models", SelectionList).selected)
-        if not models:
-            raise TuituneError("select at least one model (space toggles one in the list)")
-        scales = parse_scales(self.query_one("#eval-scales", Input).value)
-        if scales is not None and not any(self._finetuned(model) for model in models):
-            raise TuituneError(
-                "an adapter scale sets a finetuned (LoRA) model's strength: select one (Train makes them)"
-            )
-        repeat_text = self.query_one("#eval-repeat", Input).value.strip() or "1"
-        tokens_text = self.query_one("#eval-max-tokens", Input).value.strip()
-        try:
-            repeat = int(repeat_text)
-        except ValueError:
-            raise TuituneError(f"repeat must be a whole number, not '{repeat_text}'") from None
-        try:
-            max_tokens = int(tokens_text) if tokens_text else None
-        except ValueError:
-            raise TuituneError(f"max tokens must be a whole number, not '{tokens_text}'") from None
-        if repeat < 1:
-            raise TuituneError("repeat must be at least 1")
-        if max_tokens is not None and max_tokens < 1:
-            raise TuituneError("max tokens must be at least 1")
-        temperature_text = self.query_one("#eval-temperature", Input).value.strip()
-        try:
-            temperature = float(temperature_text) if temperature_text else None
-        except ValueError:
-            raise TuituneError(f"temperature must be a number such as 0.7, not '{temperature_text}'") from None
-        if temperature is not None and not 0 <= temperature <= 5:
-            raise TuituneError("temperature must be between 0 (greedy) and 5")
-        return EvalForm(suite, models, scales, repeat, max_tokens, temperature)
+        value = {name: self.query_one(f"#eval-{name}", Input).value.strip()
+                 for name in ("suite-path", "scales", "repeat", "max-tokens", "temperature")}  # fmt: skip
+        return check_form(
+            value,
+            self.query_one("#eval-suite", Select).value,
+            list(self.query_one("#eval-models", SelectionList).selected),
+            self._finetuned,
+        )
 
     def _finetuned(self, model: str) -> bool:
         entry = self.tuitune.catalog_entry(model)
@@ -323,7 +233,7 @@ class EvalScreen(Screen):
                 request.models,
                 adapter_scales=request.adapter_scales,
                 repeat=request.repeat,
-                sampling=self._sampling(request.max_tokens, request.temperature),
+                sampling=sampling_for(request.max_tokens, request.temperature),
                 catalog=self.tuitune.catalog,
                 on_progress=self._report_progress,
                 cancel=cancel,
@@ -332,23 +242,12 @@ class EvalScreen(Screen):
             error = str(failure)
         except Exception as failure:  # a bug in a run must not take the app (and its other screens) down
             error = f"the eval failed: {type(failure).__name__}: {failure}"
-        self._from_thread(self.finished, report, error, cancel.is_set())
+        kept: tuple[int | None, str | None] = (None, None)
+        if report is not None:
+            from tuitune.tui.screens.eval_compare import keep_run
 
-    @staticmethod
-    def _sampling(max_tokens: int | None, temperature: float | None) -> Any:
-        """None keeps the runner's defaults (greedy: the same scores twice); the form changes only what it sets."""
-        changes: dict[str, Any] = {}
-        if max_tokens is not None:
-            changes["max_tokens"] = max_tokens
-        if temperature is not None:
-            changes["temperature"] = temperature
-        if not changes:
-            return None
-        from dataclasses import replace
-
-        from tuitune.evals.runner import default_sampling
-
-        return replace(default_sampling(), **changes)
+            kept = keep_run(report, request.suite, cancel.is_set())
+        self._from_thread(self.finished, report, error, cancel.is_set(), *kept)
 
     def _from_thread(self, callback: Callable[..., Any], *args: Any) -> None:
         """``call_from_thread`` that gives up quietly when the app is already gone (quit during a run)."""
@@ -364,7 +263,14 @@ class EvalScreen(Screen):
         stopping = " · stopping" if self._cancel and self._cancel.is_set() else ""
         self.show_status(f"running: {done}/{total} answers{stopping}")
 
-    def finished(self, report: EvalReport | None, error: str | None, cancelled: bool) -> None:
+    def finished(
+        self,
+        report: EvalReport | None,
+        error: str | None,
+        cancelled: bool,
+        run_id: int | None = None,
+        not_kept: str | None = None,
+    ) -> None:
         self.running = False
         self.refresh_bindings()
         self.query_one("#eval-progress", ProgressBar).display = False
@@ -375,6 +281,9 @@ class EvalScreen(Screen):
         if report is None:
             return
         self.report = report
+        self.run_id = run_id
+        if not_kept is not None:  # the run is still shown: only keeping it failed
+            self.notify(not_kept, severity="warning", markup=False)
         self.render_report()
         self.query_one("#eval-matrix", DataTable).focus()
         if cancelled:
@@ -415,46 +324,11 @@ class EvalScreen(Screen):
         self._render_matrix()
 
     def _render_summary(self) -> None:
-        table = self.query_one("#eval-summary", DataTable)
-        table.clear(columns=True)
-        if self.report is None:
-            return
-        summaries = self.report.summary()
-        groups = list(dict.fromkeys(group for summary in summaries for group in summary.groups))
-        stability = self.report.repeat > 1  # with one answer per cell it is always 1.0: noise, and width
-        table.add_column("column", key="column")
-        for label in ("pass rate", "prompts", "checks", "repetition", "tok/s", *(("stability",) if stability else ())):
-            table.add_column(Text(label, justify="right"), key=label)
-        for group in groups:
-            table.add_column(cell(group, "right"), key=f"group:{group}")
-        for summary in summaries:
-            table.add_row(
-                cell(summary.column),
-                cell(_number(summary.pass_rate, ".0%"), "right"),
-                cell(f"{summary.prompts_passed}/{summary.prompts}", "right"),
-                cell(f"{summary.checks_passed}/{summary.checks}", "right"),
-                cell(_number(summary.mean_repetition, ".2f"), "right"),
-                cell(_number(summary.tokens_per_s, ".0f"), "right"),
-                *((cell(_number(summary.stability, ".2f"), "right"),) if stability else ()),
-                *(cell(_number(summary.groups.get(group), ".2f"), "right") for group in groups),
-            )
+        fill_summary(self.query_one("#eval-summary", DataTable), self.report)
 
     def visible_prompts(self) -> list[int]:
         """Indexes of the prompts the filters let through: failures (some column fails), differences, or both."""
-        report = self.report
-        if report is None:
-            return []
-        differing = report.differing_prompts() if self.differences_only else set()
-        shown = []
-        for index, prompt in enumerate(report.prompts):
-            if self.differences_only and prompt.id not in differing:
-                continue
-            if self.failures_only:
-                cells = [report.cells.get((prompt.id, column.label)) for column in report.columns]
-                if all(c is not None and c.passed for c in cells):
-                    continue
-            shown.append(index)
-        return shown
+        return visible_prompts(self.report, self.failures_only, self.differences_only)
 
     def _render_matrix(self) -> None:
         table = self.query_one("#eval-matrix", DataTable)
@@ -498,53 +372,12 @@ class EvalScreen(Screen):
     @staticmethod
     def detail_text(report: EvalReport, prompt_index: int, column_label: str | None) -> Text:
         """The prompt and its checks; for a model column also each check's verdict and every answer."""
-        prompt = report.prompts[prompt_index]
-        column = next((c for c in report.columns if c.label == column_label), None)
-        parts: list[Part] = [(prompt.id, "bold")]
-        if prompt.group:
-            parts += ["  ", (prompt.group, "dim")]
-        if column is not None:
-            parts += ["  ·  ", (column.label, "bold")]
-        if prompt.note:
-            parts += ["\n", (prompt.note, "dim italic")]
-        parts += ["\n", ("prompt ", "bold"), prompt.text.strip(), "\n"]
-        result = report.cells.get((prompt.id, column.label)) if column is not None else None
-        if result is None:
-            parts.append(("\nchecks", "bold"))
-            for check in prompt.checks:
-                parts += ["\n  • ", check.label()]
-            if not prompt.checks:
-                parts.append(("\n  (none: this prompt is only read, not scored)", "dim"))
-            if column is not None:
-                parts.append(("\n\nno answer: the run stopped before this cell", "dim"))
-            return styled(*parts)
-        stats = [f"score {result.score:.2f}", result.mode or "?", f"{result.completion_tokens} tokens"]
-        if result.tokens_per_s is not None:
-            stats.append(f"{result.tokens_per_s:.0f} tok/s")
-        stats += [f"finish {result.finish_reason}", f"repetition {result.repetition:.2f}"]
-        if len(result.answers) > 1:
-            stats.append(f"{result.distinct} distinct of {len(result.answers)}")
-        parts += [("  ·  ".join(stats), "dim")]
-        if result.error:
-            parts += ["\n", ("error ", "bold red"), result.error]
-        parts.append(("\n\nchecks" + (" (on the first answer)" if len(result.answers) > 1 else ""), "bold"))
-        for check_result in result.results:
-            mark, style = ("✓", "green") if check_result.passed else ("✗", "red")
-            parts += ["\n  ", (mark, f"bold {style}"), " ", check_result.check.label()]
-            if check_result.detail:
-                parts += ["  ", (check_result.detail, "dim")]
-        if not result.results:
-            parts.append(("\n  (none)", "dim"))
-        for number, answer in enumerate(result.answers, 1):
-            title = "answer" if len(result.answers) == 1 else f"answer {number}/{len(result.answers)}"
-            shown = answer if len(answer) <= ANSWER_CHARS else answer[:ANSWER_CHARS] + "…"
-            parts += ["\n\n", (title, "bold"), "\n", shown if shown.strip() else ("(empty)", "dim")]
-        return styled(*parts)
+        return detail_text(report, prompt_index, column_label)
 
     # -- filters and exports -----------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Stop shows in the footer only during a run; filters and exports need a report (dimmed without one)."""
-        if action in ("failures", "differences", "export"):
+        if action in ("failures", "differences", "export", "compare_runs"):
             return True if self.report is not None else None
         if action == "stop":
             return self.running
@@ -558,24 +391,24 @@ class EvalScreen(Screen):
         self.differences_only = not self.differences_only
         self._render_matrix()
 
+    def action_compare_runs(self) -> None:
+        """This run against an earlier run of the same suite: what went from pass to fail and back."""
+        if self.report is None:
+            self.notify("run an eval first (Ctrl+S)", severity="warning")
+            return
+        from tuitune.tui.screens.eval_compare import RunCompareScreen
+
+        self.app.push_screen(RunCompareScreen(self.report.as_json(), self.run_id))
+
     def action_export(self, fmt: str) -> None:
         """Write the whole report (filters do not apply) to ``<data>/evals/<suite>-<time>.<fmt>``."""
         report = self.report
         if report is None:
             self.notify("run an eval first (Ctrl+S)", severity="warning")
             return
-        folder = app_dirs().data / "evals"
-        path = folder / f"{slug(report.suite)}-{datetime.now():%Y%m%d-%H%M%S}.{fmt}"
+        path = export_path(report, fmt)
         try:
-            if fmt == "json":
-                text = safe_json(report.as_json(), indent=2)
-            elif fmt == "csv":
-                text = report.to_csv()
-            else:
-                text = report.to_markdown()
-            folder.mkdir(parents=True, exist_ok=True)
-            with open(path, "w", encoding="utf-8", newline="") as handle:  # CSV carries its own line ends
-                handle.write(text if text.endswith("\n") else text + "\n")
+            write_export(report, fmt, path)
         except OSError as error:
             self.notify(f"cannot write {path}: {error.strerror or error}", severity="error", markup=False)
         else:
@@ -598,14 +431,7 @@ class EvalScreen(Screen):
             label.update(styled("votes from Compare: ", (str(error), "red")))
             return
         label.update("votes from Compare" if tally else "votes from Compare: none yet (F6…F9 after an answer)")
-        table.add_column("model", key="model")
-        for name, key in (("W", "wins"), ("L", "losses"), ("T", "ties"), ("bad", "bad"), ("win", "rate")):
-            table.add_column(Text(name, justify="right"), key=key)
-        ranked = sorted(tally.items(), key=lambda item: (-item[1]["wins"], item[1]["losses"], item[0]))
-        for model, counts in ranked:
-            numbers = (counts["wins"], counts["losses"], counts["ties"], counts["bad"])
-            table.add_row(cell(model), *(cell(str(n), "right") for n in numbers), cell(_win_rate(counts), "right"),
-                          key=model)  # fmt: skip
+        fill_votes(table, tally)
 
     # -- buttons and palette -----------------------------------------------------------------------
     @on(Button.Pressed, "#eval-run-button")
@@ -616,6 +442,12 @@ class EvalScreen(Screen):
     def _stop_pressed(self) -> None:
         self.action_stop()
 
+    def action_leaderboard(self) -> None:
+        """One Bradley–Terry ranking of Compare votes and judge verdicts, computed in the modal's worker."""
+        from tuitune.tui.screens.leaderboard import LeaderboardScreen
+
+        self.app.push_screen(LeaderboardScreen(self.tuitune.history))
+
     def palette_commands(self) -> list[tuple[str, str, Callable[[], Any]]]:
         """Commands this screen adds to the command palette: (title, help, callback)."""
         commands: list[tuple[str, str, Callable[[], Any]]] = [
@@ -623,6 +455,8 @@ class EvalScreen(Screen):
             ("Stop eval", "Stop after the current answer; the matrix keeps what was answered", self.action_stop),
             ("Failures only", "Show only prompts some column fails (toggle)", self.action_failures),
             ("Differences only", "Show only prompts where the columns disagree (toggle)", self.action_differences),
+            ("Compare with an earlier run", "Pass → fail and fail → pass since a kept run", self.action_compare_runs),
+            ("Leaderboard", "Rank the models by Compare votes and judge verdicts", self.action_leaderboard),
         ]
         for fmt, name in EXPORTS.items():
             help_text = f"The whole report to the evals folder (.{fmt})"

@@ -37,6 +37,7 @@ from tuitune.training.runs import (
     training_active,
 )
 from tuitune.tui.screens import train_form
+from tuitune.tui.screens.run_compare import RunCompareScreen
 from tuitune.tui.screens.train_form import PlanLine
 from tuitune.tui.widgets.loss_chart import LossChart
 
@@ -68,6 +69,7 @@ class TrainScreen(Screen):
         Binding("ctrl+t", "stop", "Stop", id="train.stop"),
         Binding("ctrl+r", "resume", "Resume", id="train.resume"),
         Binding("ctrl+o", "compare", "Compare with base", id="train.compare"),
+        Binding("ctrl+l", "runs_chart", "Runs side by side", id="train.runs_chart"),
     ]
 
     def __init__(self) -> None:
@@ -368,6 +370,9 @@ class TrainScreen(Screen):
         prompt = _first_question(config.val) if config.val else None
         await self.tuitune.open_compare([config.base, config.name], prompt=prompt)
 
+    def action_runs_chart(self) -> None:
+        self.app.push_screen(RunCompareScreen(self.selected))  # past runs' curves overlaid, settings side by side
+
     @on(Button.Pressed)
     async def on_button(self, event: Button.Pressed) -> None:
         action = {"train-check-button": self.action_check, "train-start-button": self.action_start,
@@ -383,6 +388,7 @@ class TrainScreen(Screen):
             ("Stop training", "After the current step; the checkpoint is kept", self.action_stop),
             ("Resume training", "Continue the selected run from its last checkpoint", self.action_resume),
             ("Compare with base", "Base vs the finished finetune on a held-out question", self.action_compare),
+            ("Runs side by side", "Overlay past runs' loss curves; compare their settings", self.action_runs_chart),
         ]
 
 

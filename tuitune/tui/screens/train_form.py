@@ -1,4 +1,7 @@
-"""The Train screen's form: its fields, their values as a TrainConfig, and the memory plan line.
+"""The Train screen's form: its fields, their values as a TrainConfig, the preset line and the memory plan line.
+
+A blank number field is not given: the base model's family preset (presets.toml) fills it, else the
+TrainConfig default; the preset line under the fields shows each effective value and where it came from.
 
 The plan reads the base model's GGUF header and tokenizes the dataset with llama.cpp's vocab-only tokenizer
 (about a second; the counts are kept per file, size and mtime), so it runs in a thread worker a moment after
@@ -25,6 +28,7 @@ from tuitune.errors import TuituneError
 from tuitune.paths import project_file
 from tuitune.safe_text import inert
 from tuitune.training.planner import Plan, TokenCounts, human
+from tuitune.training.presets import Resolved
 from tuitune.training.runs import DEVICE_CHOICES, QUANTIZE_CHOICES, TrainConfig
 
 FIELDS = (  # (id, label, default)
@@ -32,9 +36,9 @@ FIELDS = (  # (id, label, default)
     ("data", "dataset", "data/tuitune-identity.jsonl"),
     ("val", "validation", "data/tuitune-heldout.jsonl"),
     ("max_steps", "steps", "40"),
-    ("lr", "learning rate", "1e-3"),
-    ("rank", "LoRA rank", "16"),
-    ("alpha", "LoRA alpha", "32"),
+    ("lr", "learning rate", ""),  # blank: the preset's
+    ("rank", "LoRA rank", ""),
+    ("alpha", "LoRA alpha", ""),
     ("batch_size", "batch size", "8"),
     ("nproc", "processes", "1"),
 )
@@ -66,6 +70,7 @@ def compose_fields() -> ComposeResult:
                          compact=True, id=f"train-{field_id}")  # fmt: skip
     with Horizontal(classes="train-field"):
         yield Checkbox("gradient checkpointing", id=f"train-{CHECKPOINT}", compact=True)
+    yield PresetLine(id="train-preset")
 
 
 def form_values(screen: Widget) -> dict[str, str]:
@@ -92,25 +97,91 @@ def restore_values(screen: Widget, saved: dict[str, str]) -> None:
         screen.query_one(f"#train-{CHECKPOINT}", Checkbox).value = saved[CHECKPOINT] == "true"
 
 
+def _numbers(values: dict[str, str]) -> dict[str, Any]:
+    """The number fields typed in (a blank one is not given: None)."""
+    numbers: dict[str, Any] = {}
+    for key, kind in NUMBERS.items():
+        text = values.get(key, "").strip()
+        try:
+            numbers[key] = kind(text) if text else None
+        except ValueError:
+            label = dict((field_id, label) for field_id, label, _ in FIELDS)[key]
+            raise TuituneError(f"{label} must be a number, not '{text}'") from None
+    return numbers
+
+
+def resolved_for(base: str, given: dict[str, Any]) -> Resolved:
+    """The base model's family preset under the fields given (reads the catalog and presets files: small)."""
+    from tuitune.catalog import load_catalog
+    from tuitune.training.presets import choose, load_presets, resolve
+
+    entry = load_catalog().get(base)
+    return resolve(choose(load_presets(), None, entry.family), given, given_as="form")
+
+
 def config_from(values: dict[str, str]) -> TrainConfig:
     """The run the form describes, validated; TuituneError names the first field that is wrong."""
+    from dataclasses import fields, replace
+
     values = {key: value.strip() for key, value in values.items()}
     if not values.get("base"):
         raise TuituneError("pick a base model (download one on the Models screen first)")
-    numbers: dict[str, Any] = {}
-    for key, kind in NUMBERS.items():
-        try:
-            numbers[key] = kind(values[key])
-        except ValueError:
-            label = dict((field_id, label) for field_id, label, _ in FIELDS)[key]
-            raise TuituneError(f"{label} must be a number, not '{values[key]}'") from None
-    config = TrainConfig(name=values["name"], base=values["base"],
-                         data=str(Path(values["data"]).expanduser().resolve()),
-                         val=str(Path(values["val"]).expanduser().resolve()) if values["val"] else None,
+    given = _numbers(values)
+    given.update(data=str(Path(values["data"]).expanduser().resolve()),
+                 val=str(Path(values["val"]).expanduser().resolve()) if values["val"] else None)  # fmt: skip
+    resolved = resolved_for(values["base"], given)
+    known = {item.name for item in fields(TrainConfig)}
+    config = TrainConfig(name=values["name"], base=values["base"], data=given["data"],
                          device=values.get("device", "auto"), quantize=values.get("quantize", "none"),
-                         grad_checkpoint=values.get(CHECKPOINT) == "true", **numbers)  # fmt: skip
+                         grad_checkpoint=values.get(CHECKPOINT) == "true", preset=resolved.record())  # fmt: skip
+    config = replace(config, **{key: value for key, value in resolved.values.items() if key in known})
     config.validate()
     return config
+
+
+class PresetLine(Static):
+    """The base model's family preset and, per setting, the effective value and its source (form, preset,
+    default); blank number fields show the value they will take as their placeholder."""
+
+    def on_mount(self) -> None:
+        self.call_after_refresh(self._follow)
+
+    def _follow(self) -> None:
+        self.watch(self.screen.query_one("#train-base", Select), "value", self._refresh, init=False)
+        for key in NUMBERS:
+            self.watch(self.screen.query_one(f"#train-{key}", Input), "value", self._refresh, init=False)
+        self._refresh()
+
+    def _refresh(self, _value: object = None) -> None:
+        base = self.screen.query_one("#train-base", Select).value
+        if not isinstance(base, str) or not base:
+            self.update(Text("preset: pick a base model", style="dim"))
+            return
+        try:
+            given = _numbers(form_values(self.screen))
+        except TuituneError:
+            given = {}  # a field being typed: show the preset as it is
+        try:
+            resolved = resolved_for(base, given)
+        except TuituneError as error:
+            self.update(Text(f"preset: {inert(str(error))}", style="bold red"))
+            return
+        self.update(preset_text(base, resolved))
+        for key in NUMBERS:
+            source = resolved.sources.get(key, "default")
+            value = resolved.values.get(key)
+            hint = f"{value} ({source})" if value is not None else "3 epochs (default)" if key == "max_steps" else ""
+            self.screen.query_one(f"#train-{key}", Input).placeholder = hint
+
+
+def preset_text(base: str, resolved: Resolved) -> Text:
+    """ "preset gemma3 for gemma-3-270m" and one line per setting with its source."""
+    name = resolved.preset.name if resolved.preset else "none (plain defaults)"
+    text = Text(f"preset {inert(name)} for {inert(base)}", style="bold")
+    for line in resolved.lines():
+        if not line.startswith(("base ", "data ", "val ")):
+            text.append("\n" + inert(line), style="dim" if line.endswith("(default)") else "")
+    return text
 
 
 class PlanLine(Static):
