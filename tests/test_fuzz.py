@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tuitune.catalog import load_catalog
+from tuitune.engines.offload import footprint_from_gguf
 from tuitune.errors import SuiteError, TuituneError
 from tuitune.gguf import read_gguf
 from tuitune.suites import load_suite
@@ -447,7 +448,14 @@ def gguf_value(draw: st.DrawFn, kind: int, depth: int = 0) -> bytes:
 
 VALUE_TYPES = st.sampled_from([*SCALAR_FORMATS, 8, 8, 9, 9, 9, 9, 13, 2**31, 2**32 - 1])
 KEYS = st.sampled_from(
-    [b"general.architecture", b"general.alignment", b"general.file_type", b"llama.context_length", b"general.name"]
+    [
+        b"general.architecture",
+        b"general.alignment",
+        b"general.file_type",
+        b"llama.context_length",
+        b"general.name",
+        b"llama.block_count",
+    ]
 )
 
 
@@ -504,6 +512,7 @@ def test_gguf_reader_never_crashes(tmp_path: Path, content: bytes):
     if info is not None:
         for name in ("architecture", "name", "context_length", "chat_template", "quantization", "vocab_size"):
             getattr(info, name)
+        outcome(lambda: footprint_from_gguf(info))  # the offload planner sizes lists from the header's counts
 
 
 def test_the_toml_writer_emits_what_tomllib_reads():

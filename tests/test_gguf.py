@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import struct
@@ -206,11 +207,11 @@ def test_a_huge_metadata_count_is_refused_at_once(tmp_path: Path):
     [
         (tensor("w", [], n_dims=2**32 - 1), "tensor 'w' has 4,294,967,295 dimensions; GGML allows 4"),
         (
-            tensor("w", [2**63, 2**63, 2, 2]),
-            "tensor 'w' has 340,282,366,920,938,463,463,374,607,431,768,211,456 elements",
+            tensor("w", [2**62, 2**62, 2, 2]),
+            "tensor 'w' has 85,070,591,730,234,615,865,843,651,857,942,052,864 elements",
         ),
     ],
-    ids=["2^32-dims", "2^128-elements"],
+    ids=["2^32-dims", "2^126-elements"],
 )
 def test_impossible_tensor_shapes_are_corrupt(tmp_path: Path, bad_tensor: bytes, problem: str):
     with pytest.raises(ModelFileError, match=re.escape(problem)):
@@ -244,3 +245,69 @@ def test_metadata_of_the_wrong_type_reads_as_unknown(tmp_path: Path):
     ]
     info = read_gguf(write_gguf(tmp_path, gguf(entries) + bytes(32)))
     assert (info.architecture, info.quantization, info.context_length, info.name) == ("unknown", None, None, None)
+
+
+# -- issue 17: every prefix of a real header, tensor tables that lie, counts that size lists elsewhere -----------
+
+
+def test_every_prefix_of_a_real_header_is_a_model_file_error(smollm_path: Path, tmp_path: Path):
+    """Cut anywhere in the header (counts, keys, the vocabulary, the tensor table), the file is one clear
+    ModelFileError to read_gguf and to the export's end-of-turn reader: never struct.error, MemoryError, …"""
+    from gguf import GGUFReader
+
+    from tuitune.export import end_of_turn_tokens
+
+    header_end = GGUFReader(smollm_path).data_offset  # where the tensor data starts: the header is all before it
+    cuts = sorted(
+        {*range(0, 400), *range(400, header_end, header_end // 25), *range(header_end - 700, header_end + 1, 9)},
+        reverse=True,  # each cut shortens the same file
+    )
+    path = copy_prefix(smollm_path, tmp_path / "cut.gguf", header_end)
+    with path.open("r+b") as handle:
+        for index, cut in enumerate(cuts):
+            handle.truncate(cut)
+            handle.flush()
+            with pytest.raises(ModelFileError):
+                read_gguf(path)
+            if index % 10 == 0:  # it stops after the metadata: a cut tensor table still gives its tokens
+                with contextlib.suppress(ModelFileError):
+                    assert isinstance(end_of_turn_tokens(path), list)
+
+
+@pytest.mark.parametrize(
+    "bad_tensor, problem",
+    [
+        (tensor("w", [2**64 - 1, 0]), "tensor 'w' has a dimension of 18,446,744,073,709,551,615"),
+        (tensor("w", [8], offset=4), "tensor 'w' is at data offset 4, off the 32-byte grid"),
+        (tensor("w", [8], offset=2**64 - 1), "tensor 'w' is at data offset 18,446,744,073,709,551,615"),
+        (tensor("w", [33], tensor_type=2), "tensor 'w' has 33 elements, not a multiple of its type's block of 32"),
+    ],
+    ids=["dim-2^64-1-times-0", "offset-4", "offset-2^64-1", "33-in-q4_0"],
+)
+def test_tensor_tables_llama_cpp_refuses_are_corrupt(tmp_path: Path, bad_tensor: bytes, problem: str):
+    """These once read as a model (a dimension of -1 times 0 is no elements) or as a truncated download."""
+    with pytest.raises(ModelFileError, match=r"corrupt GGUF header \(" + re.escape(problem)):
+        read_gguf(write_gguf(tmp_path, gguf([ARCH], [bad_tensor]) + bytes(64)))
+
+
+@pytest.mark.parametrize(
+    "entries, tensors, layers",
+    [
+        ([kv("llama.block_count", UINT32, struct.pack("<I", 2**32 - 1))], [], "4,294,967,295"),
+        ([kv("llama.block_count", 10, struct.pack("<Q", 2**40))], [], "1,099,511,627,776"),
+        ([kv("llama.block_count", 10, struct.pack("<Q", 2**63))], [], "9,223,372,036,854,775,808"),
+        ([], [tensor("blk.99999999999.attn_q.weight", [32])], "100,000,000,000"),
+    ],
+    ids=["block_count-2^32-1", "block_count-2^40", "block_count-2^63", "blk-10^11"],
+)
+def test_a_huge_layer_count_is_refused_before_the_offload_planner_sizes_lists(
+    tmp_path: Path, entries: list[bytes], tensors: list[bytes], layers: str
+):
+    """``[0] * layers`` raised MemoryError at 2^40 layers and OverflowError at 2^63, wherever a model loaded."""
+    from tuitune.engines.offload import footprint_from_gguf, layer_count
+
+    data = gguf([ARCH, *entries], tensors)
+    info = read_gguf(write_gguf(tmp_path, data.ljust((len(data) + 31) // 32 * 32 + 128, b"\0")))
+    for planner in (layer_count, footprint_from_gguf):
+        with pytest.raises(ModelFileError, match=rf"says {layers} layers; llama.cpp allows 512"):
+            planner(info)

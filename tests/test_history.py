@@ -15,15 +15,16 @@ import pytest
 
 from tuitune.errors import TuituneError
 from tuitune.history import (
-    _MIGRATIONS,
     SCHEMA_VERSION,
     HistoryError,
     HistoryStore,
     Pane,
+    Vote,
     default_history_path,
     title_from_prompt,
 )
 from tuitune.history_export import export_json, export_markdown
+from tuitune.sqlite_schema import Schema
 
 REPO = Path(__file__).resolve().parent.parent
 BASE, CHAT = "gemma-3-270m", "smollm2-135m-instruct"
@@ -365,11 +366,224 @@ def test_explicit_model_mode_and_adapter_win_over_the_panes(store: HistoryStore)
         store.add_message(cid, 0, 3, "assistant", "x", mode="base")
 
 
+# Every earlier history schema exactly as that tuitune created it (from `git log -p tuitune/history.py`), typed
+# out here rather than taken from history.py, so an edited released step cannot slip by. Adding a step to
+# history.py means adding the schema it upgrades from here, with fill data in OLD_DATA.
+OLD_SCHEMAS: dict[int, tuple[str, ...]] = {
+    1: (  # 77c59a8 (first history store) to e0aa058
+        """CREATE TABLE conversations (id INTEGER PRIMARY KEY, kind TEXT NOT NULL CHECK (kind IN ('chat', 'compare')),
+        title TEXT NOT NULL, params TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL)""",
+        "CREATE INDEX conversations_by_update ON conversations (updated_at)",
+        """CREATE TABLE panes (conversation_id INTEGER NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+        idx INTEGER NOT NULL CHECK (idx BETWEEN 0 AND 3), model TEXT NOT NULL,
+        mode TEXT NOT NULL CHECK (mode IN ('raw', 'chat')), params TEXT NOT NULL, adapter_scale REAL,
+        PRIMARY KEY (conversation_id, idx))""",
+        """CREATE TABLE messages (id INTEGER PRIMARY KEY,
+        conversation_id INTEGER NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+        pane_index INTEGER NOT NULL, turn INTEGER NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant')), content TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('streaming', 'done', 'cancelled', 'error')),
+        stats TEXT NOT NULL DEFAULT '{}', error TEXT, model TEXT, mode TEXT,
+        created_at TEXT NOT NULL, updated_at TEXT NOT NULL)""",
+        "CREATE INDEX messages_by_pane ON messages (conversation_id, pane_index, turn)",
+        """CREATE TABLE votes (conversation_id INTEGER NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+        turn INTEGER NOT NULL, verdict TEXT NOT NULL CHECK (verdict IN ('a', 'b', 'tie', 'bad')),
+        model_a TEXT, model_b TEXT, created_at TEXT NOT NULL, PRIMARY KEY (conversation_id, turn))""",
+    ),
+}
+T0, T1, T2 = "2025-05-10T09:15:00.000000+00:00", "2025-05-10T09:16:00.000000+00:00", "2025-05-11T10:00:00.000000+00:00"
+DOG = "Tell me how to train my dog to sit"
+
+
+def build_old_schema(path: Path, version: int, *replaced: tuple[str, str]) -> sqlite3.Connection:
+    """A database as tuitune ``version`` left it, in the old default journal mode; ``replaced`` edits its SQL."""
+    db = sqlite3.connect(path)
+    for statement in OLD_SCHEMAS[version]:
+        for old, new in replaced:
+            statement = statement.replace(old, new)
+        db.execute(statement)
+    db.execute(f"PRAGMA user_version = {version}")
+    return db
+
+
+def fill_v1(db: sqlite3.Connection) -> None:
+    """A chat with an answer cut off mid-stream and a two-turn comparison with votes, as version 1 stored them."""
+    db.executemany(
+        "INSERT INTO conversations VALUES (:id, :kind, :title, :params, :created, :updated)",
+        [
+            dict(id=1, kind="chat", title="Hi", params=json.dumps({"temperature": 0.7}), created=T0, updated=T1),
+            dict(id=2, kind="compare", title=DOG, params=json.dumps({"seed": 42}), created=T1, updated=T2),
+        ],
+    )
+    db.executemany(
+        "INSERT INTO panes VALUES (:cid, :idx, :model, :mode, :params, :scale)",
+        [
+            dict(cid=1, idx=0, model=CHAT, mode="chat", params="{}", scale=None),
+            dict(cid=2, idx=0, model=BASE, mode="raw", params="{}", scale=None),
+            dict(cid=2, idx=1, model=CHAT, mode="chat", params=json.dumps({"temperature": 0.2}), scale=0.5),
+        ],
+    )
+    rows = [
+        (1, 1, 0, 0, "user", "Hi", "done", "{}"),
+        (2, 1, 0, 0, "assistant", "Hello! How can", "streaming", "{}"),
+        (3, 2, 0, 0, "user", DOG, "done", "{}"),
+        (4, 2, 0, 0, "assistant", " on a chair?", "done", json.dumps(STATS)),
+        (5, 2, 1, 0, "user", DOG, "done", "{}"),
+        (6, 2, 1, 0, "assistant", "Training a dog to sit", "done", json.dumps(STATS)),
+        (7, 2, 0, 1, "user", "Shorter", "done", "{}"),
+        (8, 2, 0, 1, "assistant", "", "error", "{}"),
+    ]
+    db.executemany(
+        "INSERT INTO messages (id, conversation_id, pane_index, turn, role, content, status, stats, error, model, "
+        "mode, created_at, updated_at) VALUES (:id, :cid, :pane, :turn, :role, :content, :status, :stats, "
+        ":error, (SELECT model FROM panes WHERE conversation_id = :cid AND idx = :pane), "
+        "(SELECT mode FROM panes WHERE conversation_id = :cid AND idx = :pane), :at, :at)",
+        [
+            dict(zip(("id", "cid", "pane", "turn", "role", "content", "status", "stats"), row, strict=True))
+            | dict(error="model crashed" if row[6] == "error" else None, at=T1)
+            for row in rows
+        ],
+    )
+    db.executemany(
+        "INSERT INTO votes VALUES (2, :turn, :verdict, :a, :b, :at)",
+        [dict(turn=0, verdict="b", a=BASE, b=CHAT, at=T1), dict(turn=1, verdict="tie", a=BASE, b=CHAT, at=T2)],
+    )
+
+
+OLD_DATA = {1: fill_v1}
+
+
+def schema_of(path: Path) -> dict[str, list[tuple]]:
+    """Every table's columns (name, type, not null, default, key), indexes and foreign keys, for comparison."""
+    db = sqlite3.connect(path)
+    tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+    shape = {
+        table: [
+            *db.execute('SELECT name, type, "notnull", dflt_value, pk FROM pragma_table_info(:t)', dict(t=table)),
+            *db.execute('SELECT name, "unique", origin FROM pragma_index_list(:t) ORDER BY name', dict(t=table)),
+            *db.execute('SELECT "table", "from", "to", on_delete FROM pragma_foreign_key_list(:t)', dict(t=table)),
+        ]
+        for table in tables
+    }
+    db.close()
+    return shape
+
+
+def test_every_earlier_schema_is_written_out_for_the_upgrade_tests():
+    assert sorted(OLD_SCHEMAS) == sorted(OLD_DATA) == list(range(1, SCHEMA_VERSION))
+
+
+@pytest.mark.parametrize("version", sorted(OLD_SCHEMAS))
+def test_old_database_upgrades_with_its_data_intact(tmp_path: Path, version: int):
+    path = tmp_path / "history.sqlite3"
+    db = build_old_schema(path, version)
+    OLD_DATA[version](db)
+    db.commit()
+    db.close()
+    with HistoryStore(path) as store:
+        listed = [(c.id, c.kind, c.title, c.models, c.message_count, c.updated_at) for c in store.list_conversations()]
+        assert listed == [(2, "compare", DOG, [BASE, CHAT], 6, T2), (1, "chat", "Hi", [CHAT], 2, T1)]
+        assert [c.id for c in store.list_conversations("chair")] == [2]
+        chat, compare = store.load(1), store.load(2)
+        assert (chat.params, chat.panes, chat.created_at) == ({"temperature": 0.7}, [Pane(0, CHAT, "chat")], T0)
+        assert compare.panes == [Pane(0, BASE, "raw"), Pane(1, CHAT, "chat", {"temperature": 0.2}, 0.5)]
+        assert [
+            (m.id, m.pane_index, m.turn, m.role, m.content, m.status, m.model, m.mode) for m in compare.messages
+        ] == [
+            (3, 0, 0, "user", DOG, "done", BASE, "raw"),
+            (4, 0, 0, "assistant", " on a chair?", "done", BASE, "raw"),
+            (5, 1, 0, "user", DOG, "done", CHAT, "chat"),
+            (6, 1, 0, "assistant", "Training a dog to sit", "done", CHAT, "chat"),
+            (7, 0, 1, "user", "Shorter", "done", BASE, "raw"),
+            (8, 0, 1, "assistant", "", "error", BASE, "raw"),
+        ]
+        assert [(m.stats, m.error) for m in compare.messages if m.role == "assistant"] == [
+            (STATS, None),
+            (STATS, None),
+            ({}, "model crashed"),
+        ]
+        assert all(m.run == {} and m.adapter_scale is None for m in chat.messages + compare.messages)
+        assert compare.votes == [Vote(0, "b", T1, BASE, CHAT), Vote(1, "tie", T2, BASE, CHAT)]
+        assert store.vote_tally() == {
+            BASE: {"wins": 0, "losses": 1, "ties": 1, "bad": 0},
+            CHAT: {"wins": 1, "losses": 0, "ties": 1, "bad": 0},
+        }
+        assert store.pairwise_votes() == [(BASE, CHAT, "b", T1), (BASE, CHAT, "tie", T2)]
+        assert store.recover_interrupted() == 1
+        assert store.load(1).messages[1].content == "Hello! How can"
+        mid = store.add_message(1, 0, 1, "assistant", "Sure", run=run_params(), adapter_scale=1.0)
+    with HistoryStore(path) as store:  # reopening runs no step twice
+        assert [(m.id, m.status, m.run, m.adapter_scale) for m in store.load(1).messages] == [
+            (1, "done", {}, None),
+            (2, "cancelled", {}, None),
+            (mid, "done", run_params(), 1.0),
+        ]
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert db.execute("PRAGMA foreign_key_check").fetchall() == []
+    db.close()
+    with HistoryStore(tmp_path / "new.sqlite3"):
+        pass
+    assert schema_of(path) == schema_of(tmp_path / "new.sqlite3")  # the same shape as a database made today
+
+
+def test_a_step_that_fails_halfway_leaves_the_old_version_intact(tmp_path: Path):
+    path = tmp_path / "history.sqlite3"
+    # A hand-patched version 1 file that already has one of the two columns step 2 adds: its first ALTER
+    # succeeds, its second fails, and the first must be undone with it.
+    db = build_old_schema(path, 1, ("mode TEXT,", "mode TEXT, adapter_scale REAL,"))
+    fill_v1(db)
+    db.commit()
+    before = list(db.iterdump())
+    db.close()
+    with pytest.raises(HistoryError) as raised:
+        HistoryStore(path)
+    message = str(raised.value)
+    assert "\n" not in message
+    assert str(path) in message and "v2_answer_run_and_adapter_scale" in message
+    assert "duplicate column name: adapter_scale" in message and "still at schema 1" in message
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert "run" not in [row[1] for row in db.execute("PRAGMA table_info(messages)")]
+    assert list(db.iterdump()) == before
+    db.close()
+
+
+def test_all_pending_steps_commit_together_or_not_at_all(tmp_path: Path):
+    class ToyError(Exception):
+        pass
+
+    def _v1_notes(db: sqlite3.Connection) -> None:
+        db.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT NOT NULL)")
+
+    def _v2_tags(db: sqlite3.Connection) -> None:
+        db.execute("CREATE TABLE tags (name TEXT PRIMARY KEY)")
+        db.execute("INSERT INTO tags VALUES (:name)", dict(name="a;b"))  # a ';' in data is no statement break
+
+    def _v3_bad(db: sqlite3.Connection) -> None:
+        db.execute("UPDATE notes SET text = :text", dict(text="rewritten"))
+        db.execute("INSERT INTO tags VALUES (:name)", dict(name="a;b"))  # duplicate key: fails
+
+    path = tmp_path / "toy.sqlite3"
+    db = sqlite3.connect(path, isolation_level=None)
+    toy = Schema("toy", "a toy file", (_v1_notes,), ToyError)
+    assert toy.upgrade(db, path) == 0
+    db.execute("INSERT INTO notes (text) VALUES (:text)", dict(text="kept"))
+    with pytest.raises(ToyError, match=r"from toy schema 1 to 3 failed at step v3_bad \(UNIQUE constraint"):
+        Schema("toy", "a toy file", (_v1_notes, _v2_tags, _v3_bad), ToyError).upgrade(db, path)
+    assert not db.in_transaction
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert db.execute("SELECT name FROM sqlite_master WHERE name = 'tags'").fetchall() == []
+    assert db.execute("SELECT text FROM notes").fetchall() == [("kept",)]
+    assert Schema("toy", "a toy file", (_v1_notes, _v2_tags), ToyError).upgrade(db, path) == 1
+    assert db.execute("SELECT name FROM tags").fetchall() == [("a;b",)]
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    db.close()
+
+
 def test_version_1_database_upgrades_with_its_data(tmp_path: Path):
     path = tmp_path / "history.sqlite3"
-    db = sqlite3.connect(path)
-    db.executescript(_MIGRATIONS[0])
-    db.execute("PRAGMA user_version = 1")
+    db = build_old_schema(path, 1)
     params = json.dumps({"temperature": 0.7, "max_tokens": 256})
     now = "2025-05-10T09:15:00.000000+00:00"
     db.execute("INSERT INTO conversations VALUES (1, 'compare', 'old', ?, ?, ?)", (params, now, now))

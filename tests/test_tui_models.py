@@ -398,3 +398,28 @@ def test_keys_during_a_slow_scan_neither_crash_nor_duplicate_rows(
         assert len(calls) == 5 and table.row_count == len(table.shown) == 5
 
     run(app, scenario)
+
+
+def test_a_hostile_gguf_in_the_hf_cache_is_a_problem_row_and_the_app_runs_on(tmp_path: Path, stores: dict) -> None:
+    """Issue 17: a tiny file declaring 2^40 FLOAT64 values once meant MemoryError in the header read; the row
+    now says what is wrong and the rest of the scan, and the app, go on."""
+    from test_discovery import COMMIT
+    from test_gguf import ARCH, FLOAT64, array, gguf
+
+    repo = stores["hf"] / "models--evil--bomb-GGUF" / "snapshots" / COMMIT
+    repo.mkdir(parents=True)
+    (repo / "bomb.gguf").write_bytes(gguf([ARCH, array("tokenizer.ggml.scores", FLOAT64, 2**40)]) + bytes(16))
+    reference = f"hf:evil/bomb-GGUF/bomb.gguf@{COMMIT}"
+
+    async def scenario(pilot: Pilot) -> None:
+        screen = await open_models(pilot)
+        table = await wait_for_scan(pilot, screen)
+        assert reference in table.shown and SMOL_OLLAMA in table.shown
+        assert found_row(screen, reference)["problem"].startswith("is truncated inside its GGUF header, or corrupt")
+        await highlight_found(pilot, screen, reference)
+        assert "1,099,511,627,776 FLOAT64 values" in " ".join(details(screen).split())  # unwrapped
+        await pilot.press("r")  # a rescan reads it again: still a row, still running
+        await wait_for_scan(pilot, screen)
+        assert pilot.app.is_running and reference in found_table(screen).shown
+
+    run(make_app(tmp_path), scenario)

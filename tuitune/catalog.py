@@ -340,6 +340,11 @@ def parse_catalog_file(path: Path) -> list[ModelEntry]:
         raise CatalogError(f"cannot read model catalog {path}: {error.strerror}") from None
     except UnicodeDecodeError:
         raise CatalogError(f"{path}: not UTF-8 text; save the catalog as UTF-8") from None
+    return parse_catalog_text(text, path)
+
+
+def parse_catalog_text(text: str, path: Path) -> list[ModelEntry]:
+    """Parse a catalog's text as if it were the file ``path`` (errors, origins and relative paths name it)."""
     try:
         data = toml_loads(text)
     except tomllib.TOMLDecodeError as error:
@@ -420,21 +425,30 @@ def _toml_value(value: Any) -> str:
 
 
 def add_user_entry(fields: dict[str, Any], user: Path | None = None) -> Path:
-    """Append one [[model]] to the user's catalog, keeping the file as it was if the result does not load."""
+    """Add one [[model]] to the user's catalog: the new text is checked before anything is written, then replaces
+    the file atomically, so a bad entry writes nothing and a crash leaves the old catalog or the new, never half.
+    """
+    from tuitune.atomic import write_text
+    from tuitune.paths import private_app_dir
+
     user = user if user is not None else app_dirs().user_catalog
-    before = user.read_text(encoding="utf-8") if user.exists() else None
+    try:
+        before = user.read_text(encoding="utf-8") if user.exists() else None
+    except UnicodeDecodeError:
+        raise CatalogError(f"{user}: not UTF-8 text; save the catalog as UTF-8") from None
+    except OSError as error:
+        raise CatalogError(f"cannot read model catalog {user}: {error.strerror or error}") from None
     block = "\n[[model]]\n" + "".join(f"{key} = {_toml_value(value)}\n" for key, value in fields.items())
     if before is None:
         block = "# Your own models; entries here replace shipped ones with the same id.\n" + block
-    user.parent.mkdir(parents=True, exist_ok=True)
-    with open(user, "a", encoding="utf-8") as handle:
-        handle.write(block)
+    text = (before or "") + block
+    shipped = shipped_catalog_path()
+    merged = {entry.id: entry for entry in (parse_catalog_file(shipped) if shipped and shipped.exists() else [])}
+    merged.update((entry.id, entry) for entry in parse_catalog_text(text, user))
+    _check_references(list(merged.values()))  # as load_catalog would, on the text about to be written
     try:
-        load_catalog(user=user)
-    except CatalogError:
-        if before is None:
-            user.unlink()
-        else:
-            user.write_text(before, encoding="utf-8")
-        raise
+        private_app_dir(user.parent)
+        write_text(user, text, perms=0o600)
+    except OSError as error:
+        raise CatalogError(f"cannot write model catalog {user}: {error.strerror or error}") from None
     return user

@@ -145,6 +145,9 @@ def _inspect(source: str, reference: str, path: Path, shard_paths: list[Path] | 
         info = read_gguf(path)
     except TuituneError as error:
         return FoundModel(source, reference, path, size, problem=str(error), shards=len(shard_paths))
+    except (OSError, ValueError, MemoryError, OverflowError) as error:  # a check missed: one bad row, not a failed scan
+        problem = f"cannot read the GGUF header ({type(error).__name__}: {str(error)[:80]})"
+        return FoundModel(source, reference, path, size, problem=problem, shards=len(shard_paths))
     problem = None
     match = _SHARD.match(path.name)
     if match and len(shard_paths) != int(match["total"]):

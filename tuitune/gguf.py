@@ -260,10 +260,15 @@ def _alignment(metadata: dict[str, Any], reader: _Reader) -> int:
 def read_gguf(path: str | Path) -> GGUFInfo:
     """Parse the header of ``path``; raise ModelFileError with a clear reason if it is not a usable GGUF."""
     path = Path(path)
-    if not path.exists():
+    try:
+        exists, is_dir = path.exists(), path.is_dir()
+    except (OSError, ValueError) as error:  # a folder it may not enter, a NUL in the name
+        raise ModelFileError(f"cannot look at {path} ({error}); check the path and its permissions") from None
+    if not exists:
         raise ModelFileError(f"model file {path} does not exist: check the path or reinstall the model")
-    if path.is_dir():
+    if is_dir:
         raise ModelFileError(f"{path} is a directory, not a .gguf file")
+    reader: _Reader | None = None
     try:
         with path.open("rb") as handle:
             file_size = os.fstat(handle.fileno()).st_size
@@ -273,9 +278,17 @@ def read_gguf(path: str | Path) -> GGUFInfo:
                     f"{path} is not a GGUF file (it starts with {magic!r}, not b'GGUF'): "
                     "tuitune runs llama.cpp GGUF models; convert or download a .gguf"
                 )
-            info = _read_header(_Reader(handle, path, file_size, len(magic)), path, file_size)
+            reader = _Reader(handle, path, file_size, len(magic))
+            info = _read_header(reader, path, file_size)
     except OSError as error:
         raise ModelFileError(f"cannot read {path} ({error.strerror or error}); check its permissions") from None
+    except (struct.error, ValueError, OverflowError, MemoryError) as error:
+        # Every count is checked before use, so this is a check missed: still one line about the file, never a crash.
+        where = f" at byte {reader.tell():,}" if reader is not None else ""
+        raise ModelFileError(
+            f"{path} has a corrupt GGUF header{where} ({type(error).__name__}: {str(error)[:80]}): "
+            "the file is damaged or not a real model; re-download or reinstall it"
+        ) from None
     if info.expected_size is not None and file_size < info.expected_size:
         raise ModelFileError(
             f"{path} is truncated ({file_size:,} of {info.expected_size:,} bytes): "
@@ -303,6 +316,7 @@ def _read_header(reader: _Reader, path: Path, file_size: int) -> GGUFInfo:
         else:
             metadata[key] = reader.value(value_type, f"metadata {_shown(key)}")
     reader.need(tensor_count * _MIN_TENSOR_BYTES, f"the tensor table of {tensor_count:,} tensors")
+    alignment = _alignment(metadata, reader)  # checked before the tensors: each offset must be a multiple of it
     data_end = 0
     size_known = True
     tensor_bytes: dict[str, int] = {}  # what the GPU offload planner sums per layer
@@ -313,19 +327,26 @@ def _read_header(reader: _Reader, path: Path, file_size: int) -> GGUFInfo:
         if n_dims > _MAX_DIMS:
             raise reader.corrupt(f"tensor {_shown(name)} has {n_dims:,} dimensions; GGML allows {_MAX_DIMS}")
         dims = [reader.unpack("<Q", f"a dimension of tensor {_shown(name)}") for _ in range(n_dims)]
+        if any(dim > _INT64_MAX for dim in dims):  # ggml reads dimensions as int64: these are negative there
+            raise reader.corrupt(f"tensor {_shown(name)} has a dimension of {max(dims):,}, more than any file can hold")
         tensor_type = reader.unpack("<I", f"the type of tensor {_shown(name)}")
         offset = reader.unpack("<Q", f"the offset of tensor {_shown(name)}")
         elements = math.prod(dims)
         if elements > _INT64_MAX:
             raise reader.corrupt(f"tensor {_shown(name)} has {elements:,} elements, more than any file can hold")
+        if offset % alignment:  # llama.cpp places every tensor on the alignment: another offset is a damaged table
+            raise reader.corrupt(f"tensor {_shown(name)} is at data offset {offset:,}, off the {alignment}-byte grid")
         tensor_elements[name] = elements
         block = _TYPE_BLOCKS.get(tensor_type)
         if block is None:
             size_known = False
             continue
+        if elements % block[0]:
+            raise reader.corrupt(
+                f"tensor {_shown(name)} has {elements:,} elements, not a multiple of its type's block of {block[0]}"
+            )
         tensor_bytes[name] = elements // block[0] * block[1]
         data_end = max(data_end, offset + tensor_bytes[name])
-    alignment = _alignment(metadata, reader)
     data_start = (reader.tell() + alignment - 1) // alignment * alignment
     expected = data_start + data_end if size_known else None
     return GGUFInfo(path, version, metadata, tensor_count, file_size, expected, array_lengths, tensor_bytes,

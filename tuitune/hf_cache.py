@@ -197,12 +197,9 @@ def write_ref(repo_id: str, revision: str, commit: str) -> None:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    temporary = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        temporary.write_text(text, encoding="ascii")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    from tuitune.atomic import write_text
+
+    write_text(path, text, encoding="ascii")
 
 
 # -- removing ---------------------------------------------------------------------------------------------

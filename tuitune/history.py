@@ -27,7 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from tuitune.errors import TuituneError
-from tuitune.paths import app_dirs
+from tuitune.history_schema import STEPS
+from tuitune.paths import app_dirs, private_app_dir
+from tuitune.sqlite_schema import Schema
 
 KINDS = ("chat", "compare")
 MODES = ("raw", "chat")
@@ -38,39 +40,19 @@ MAX_PANES = 4
 # Matched against lower-cased keys with "-" as "_": api_key, X-Api-Key, Authorization, hf_token… but not max_tokens.
 _SECRET_KEY = re.compile(r"api_?key|authori[sz]ation|^(access_|auth_|bearer_|api_|hf_)?token$|secret|password")
 
-# _MIGRATIONS[n] takes the schema from user_version n to n + 1. Append new steps; never edit a released one.
-_MIGRATIONS = (
-    """
-    CREATE TABLE conversations (id INTEGER PRIMARY KEY, kind TEXT NOT NULL CHECK (kind IN ('chat', 'compare')),
-        title TEXT NOT NULL, params TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
-    CREATE INDEX conversations_by_update ON conversations (updated_at);
-    CREATE TABLE panes (conversation_id INTEGER NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
-        idx INTEGER NOT NULL CHECK (idx BETWEEN 0 AND 3), model TEXT NOT NULL,
-        mode TEXT NOT NULL CHECK (mode IN ('raw', 'chat')), params TEXT NOT NULL, adapter_scale REAL,
-        PRIMARY KEY (conversation_id, idx));
-    CREATE TABLE messages (id INTEGER PRIMARY KEY,
-        conversation_id INTEGER NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
-        pane_index INTEGER NOT NULL, turn INTEGER NOT NULL,
-        role TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant')), content TEXT NOT NULL,
-        status TEXT NOT NULL CHECK (status IN ('streaming', 'done', 'cancelled', 'error')),
-        stats TEXT NOT NULL DEFAULT '{}', error TEXT, model TEXT, mode TEXT,
-        created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
-    CREATE INDEX messages_by_pane ON messages (conversation_id, pane_index, turn);
-    CREATE TABLE votes (conversation_id INTEGER NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
-        turn INTEGER NOT NULL, verdict TEXT NOT NULL CHECK (verdict IN ('a', 'b', 'tie', 'bad')),
-        model_a TEXT, model_b TEXT, created_at TEXT NOT NULL, PRIMARY KEY (conversation_id, turn));
-    """,
-    # 2: what each answer actually ran with (JSON sampling) and the adapter strength it was written with.
-    """
-    ALTER TABLE messages ADD COLUMN run TEXT NOT NULL DEFAULT '{}';
-    ALTER TABLE messages ADD COLUMN adapter_scale REAL;
-    """,
-)
-SCHEMA_VERSION = len(_MIGRATIONS)
-
 
 class HistoryError(TuituneError):
     """The history database cannot be read or written, or holds no such conversation."""
+
+
+# Append new steps; never edit a released one. tests/test_history.py builds every older version by hand.
+_SCHEMA = Schema(
+    name="history",
+    owner="a tuitune history",
+    steps=STEPS,
+    error=HistoryError,
+)
+SCHEMA_VERSION = _SCHEMA.version
 
 
 @dataclass
@@ -205,27 +187,6 @@ def _storage_error(path: Path, exc: sqlite3.Error) -> HistoryError:
     )
 
 
-def _migrate(db: sqlite3.Connection, path: Path) -> None:
-    """Bring the schema up to date in one transaction; refuse files from a newer tuitune or another program."""
-    db.execute("BEGIN IMMEDIATE")  # read the version under the write lock: another tuitune may be migrating too
-    try:
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise HistoryError(
-                f"{path} was written by a newer tuitune (history schema {version}, this one knows "
-                f"{SCHEMA_VERSION}): upgrade tuitune, or move the file aside to start a new history."
-            )
-        if version == 0 and db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
-            raise HistoryError(f"{path} is an SQLite database but not a tuitune history: move it aside.")
-        for statement in (statement for step in _MIGRATIONS[version:] for statement in step.split(";")):
-            db.execute(statement)
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        db.execute("COMMIT")
-    except BaseException:
-        db.rollback()
-        raise
-
-
 class HistoryStore:
     """Saved chats and comparisons. Safe to share between threads; every call is committed when it returns."""
 
@@ -233,7 +194,7 @@ class HistoryStore:
         self.path = Path(path) if path is not None else default_history_path()
         self._lock = threading.Lock()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_app_dir(self.path.parent)
             self._db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=False)
         except OSError as exc:
             raise HistoryError(f"cannot create {self.path.parent} for the history ({exc.strerror})") from exc
@@ -246,7 +207,7 @@ class HistoryStore:
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = NORMAL")
             self._db.execute("PRAGMA foreign_keys = ON")
-            _migrate(self._db, self.path)
+            _SCHEMA.upgrade(self._db, self.path)
         except sqlite3.Error as exc:
             self._db.close()
             raise _storage_error(self.path, exc) from exc
@@ -282,14 +243,25 @@ class HistoryStore:
 
     def _touch(self, db: sqlite3.Connection, conversation_id: int, now: str) -> None:
         """Move the conversation to the top of the list; a missing one is an error rather than a silent no-op."""
-        if db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id)).rowcount != 1:
+        touched = db.execute(
+            "UPDATE conversations SET updated_at = :now WHERE id = :cid", dict(now=now, cid=conversation_id)
+        )
+        if touched.rowcount != 1:
             raise HistoryError(f"no conversation {conversation_id} in the history (was it deleted?)")
 
     def _insert_panes(self, db: sqlite3.Connection, conversation_id: int, panes: list[Pane]) -> None:
         db.executemany(
-            "INSERT INTO panes (conversation_id, idx, model, mode, params, adapter_scale) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO panes (conversation_id, idx, model, mode, params, adapter_scale) "
+            "VALUES (:cid, :idx, :model, :mode, :params, :scale)",
             [
-                (conversation_id, p.index, p.model, p.mode, _json(_without_secrets(p.params)), p.adapter_scale)
+                dict(
+                    cid=conversation_id,
+                    idx=p.index,
+                    model=p.model,
+                    mode=p.mode,
+                    params=_json(_without_secrets(p.params)),
+                    scale=p.adapter_scale,
+                )
                 for p in panes
             ],
         )
@@ -300,8 +272,9 @@ class HistoryStore:
         now = _now()
         with self._transaction() as db:
             cursor = db.execute(
-                "INSERT INTO conversations (kind, title, params, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
-                (kind, title, _json(_without_secrets(params or {})), now, now),
+                "INSERT INTO conversations (kind, title, params, created_at, updated_at) "
+                "VALUES (:kind, :title, :params, :now, :now)",
+                dict(kind=kind, title=title, params=_json(_without_secrets(params or {})), now=now),
             )
             conversation_id = int(cursor.lastrowid or 0)
             self._insert_panes(db, conversation_id, panes)
@@ -312,7 +285,7 @@ class HistoryStore:
         _check_panes(panes)
         with self._transaction() as db:
             self._touch(db, conversation_id, _now())
-            db.execute("DELETE FROM panes WHERE conversation_id = ?", (conversation_id,))
+            db.execute("DELETE FROM panes WHERE conversation_id = :cid", dict(cid=conversation_id))
             self._insert_panes(db, conversation_id, panes)
 
     def add_message(
@@ -383,22 +356,23 @@ class HistoryStore:
         now = _now()
         with self._transaction() as db:
             updated = db.execute(
-                "UPDATE messages SET content = ?, status = coalesce(?, status), stats = coalesce(?, stats), "
-                "error = coalesce(?, error), run = coalesce(?, run), updated_at = ? WHERE id = ?",
-                (
-                    content,
-                    status,
-                    None if stats is None else _json(stats),
-                    error,
-                    None if run is None else _json(_without_secrets(run)),
-                    now,
-                    message_id,
+                "UPDATE messages SET content = :content, status = coalesce(:status, status), "
+                "stats = coalesce(:stats, stats), error = coalesce(:error, error), run = coalesce(:run, run), "
+                "updated_at = :now WHERE id = :id",
+                dict(
+                    content=content,
+                    status=status,
+                    stats=None if stats is None else _json(stats),
+                    error=error,
+                    run=None if run is None else _json(_without_secrets(run)),
+                    now=now,
+                    id=message_id,
                 ),
             ).rowcount
             db.execute(
-                "UPDATE conversations SET updated_at = ? "
-                "WHERE id = (SELECT conversation_id FROM messages WHERE id = ?)",
-                (now, message_id),
+                "UPDATE conversations SET updated_at = :now "
+                "WHERE id = (SELECT conversation_id FROM messages WHERE id = :id)",
+                dict(now=now, id=message_id),
             )
         return updated == 1
 
@@ -407,10 +381,12 @@ class HistoryStore:
         with self._transaction() as db:
             self._touch(db, conversation_id, _now())
             deleted = db.execute(
-                "DELETE FROM messages WHERE conversation_id = ? AND pane_index = ? AND turn >= ?",
-                (conversation_id, pane_index, turn),
+                "DELETE FROM messages WHERE conversation_id = :cid AND pane_index = :pane AND turn >= :turn",
+                dict(cid=conversation_id, pane=pane_index, turn=turn),
             ).rowcount
-            db.execute("DELETE FROM votes WHERE conversation_id = ? AND turn >= ?", (conversation_id, turn))
+            db.execute(
+                "DELETE FROM votes WHERE conversation_id = :cid AND turn >= :turn", dict(cid=conversation_id, turn=turn)
+            )
         return deleted
 
     def record_vote(self, conversation_id: int, turn: int, verdict: str) -> None:
@@ -444,10 +420,10 @@ class HistoryStore:
                 dict(pattern=pattern, limit=limit),
             ).fetchall()
             models: dict[int, list[str]] = {row["id"]: [] for row in rows}
-            placeholders = ", ".join("?" * len(models))
             for pane in db.execute(
-                f"SELECT conversation_id, model FROM panes WHERE conversation_id IN ({placeholders}) ORDER BY idx",
-                list(models),
+                "SELECT conversation_id, model FROM panes "
+                "WHERE conversation_id IN (SELECT value FROM json_each(:ids)) ORDER BY idx",
+                dict(ids=json.dumps(list(models))),
             ):
                 if pane["model"] not in models[pane["conversation_id"]]:
                     models[pane["conversation_id"]].append(pane["model"])
@@ -455,22 +431,23 @@ class HistoryStore:
 
     def load(self, conversation_id: int) -> Conversation:
         with self._transaction(write=False) as db:
-            row = db.execute("SELECT * FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+            by_id = dict(cid=conversation_id)
+            row = db.execute("SELECT * FROM conversations WHERE id = :cid", by_id).fetchone()
             if row is None:
                 raise HistoryError(f"no conversation {conversation_id} in the history (was it deleted?)")
-            by_id = (conversation_id,)
             panes = db.execute(
-                'SELECT idx AS "index", model, mode, params, adapter_scale FROM panes WHERE conversation_id = ? '
+                'SELECT idx AS "index", model, mode, params, adapter_scale FROM panes WHERE conversation_id = :cid '
                 "ORDER BY idx",
                 by_id,
             ).fetchall()
             messages = db.execute(
                 "SELECT id, pane_index, turn, role, content, status, stats, error, created_at, updated_at, model, "
-                "mode, run, adapter_scale FROM messages WHERE conversation_id = ? ORDER BY turn, pane_index, id",
+                "mode, run, adapter_scale FROM messages WHERE conversation_id = :cid ORDER BY turn, pane_index, id",
                 by_id,
             ).fetchall()
             votes = db.execute(
-                "SELECT turn, verdict, created_at, model_a, model_b FROM votes WHERE conversation_id = ? ORDER BY turn",
+                "SELECT turn, verdict, created_at, model_a, model_b FROM votes WHERE conversation_id = :cid "
+                "ORDER BY turn",
                 by_id,
             ).fetchall()
         return Conversation(
@@ -485,13 +462,16 @@ class HistoryStore:
 
     def rename(self, conversation_id: int, title: str) -> None:
         with self._transaction() as db:
-            if db.execute("UPDATE conversations SET title = ? WHERE id = ?", (title, conversation_id)).rowcount != 1:
+            renamed = db.execute(
+                "UPDATE conversations SET title = :title WHERE id = :cid", dict(title=title, cid=conversation_id)
+            )
+            if renamed.rowcount != 1:
                 raise HistoryError(f"no conversation {conversation_id} in the history (was it deleted?)")
 
     def delete(self, conversation_id: int) -> None:
         """Delete a conversation with its panes, messages and votes; deleting one already gone is not an error."""
         with self._transaction() as db:
-            db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+            db.execute("DELETE FROM conversations WHERE id = :cid", dict(cid=conversation_id))
 
     def pairwise_votes(self) -> list[tuple[str, str, str, str]]:
         """(model_a, model_b, verdict, created_at) of every Compare vote, oldest first, for the leaderboard.

@@ -8,16 +8,15 @@ previous file, never half of a new one.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tuitune.atomic import write_text
 from tuitune.errors import TuituneError
-from tuitune.paths import app_dirs
+from tuitune.paths import app_dirs, private_app_dir
 
 MODES = ("raw", "chat")
 MAX_PANES = 4
@@ -58,7 +57,7 @@ def load_settings(path: Path | None = None) -> tuple[Settings, str | None]:
 
 
 def save_settings(settings: Settings, path: Path | None = None) -> None:
-    """Write the settings atomically (temporary file in the same folder, fsync, rename over the old one).
+    """Write the settings atomically (``tuitune.atomic``: temporary file, fsync, rename) in a private folder.
 
     Raises TuituneError with one line on any OS error; the previous file is then left as it was.
     """
@@ -66,33 +65,11 @@ def save_settings(settings: Settings, path: Path | None = None) -> None:
 
     path = path or settings_path()
     text = tomli_w.dumps(_to_dict(settings))
-    temporary: str | None = None
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-        temporary = None
-        _fsync_folder(path.parent)
+        private_app_dir(path.parent)
+        write_text(path, text, perms=0o600)
     except OSError as error:
         raise TuituneError(f"settings not saved to {path}: {error.strerror or error}") from None
-    finally:
-        if temporary is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename itself durable (POSIX); harmless to skip where folders cannot be opened."""
-    with contextlib.suppress(OSError, AttributeError):
-        descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
 
 
 def _replace_bad(path: Path, settings: Settings, what: str) -> str:

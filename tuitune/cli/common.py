@@ -217,9 +217,10 @@ class CountProgress:
 
 def write_out(path: str, text: str) -> Path:
     target = Path(path).expanduser()
-    try:
-        with open(target, "w", encoding="utf-8", newline="") as handle:  # CSV carries its own line ends
-            handle.write(text if text.endswith("\n") else text + "\n")
+    from tuitune.atomic import write_text
+
+    try:  # atomic: an interrupted run leaves the previous report, not half of a new one
+        write_text(target, text if text.endswith("\n") else text + "\n", newline="")  # CSV has its own line ends
     except OSError as error:
         raise TuituneError(f"cannot write {target}: {error.strerror or error}") from None
     return target

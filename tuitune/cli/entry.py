@@ -81,12 +81,12 @@ def _log_traceback(error: BaseException, command: str | None) -> str:
     The command line is not logged: it may hold prompts or a pasted key.
     """
     from tuitune import __version__
-    from tuitune.paths import app_dirs
+    from tuitune.paths import app_dirs, private_app_dir
 
     path: Path | None = None
     try:
         path = app_dirs().logs / CLI_LOG
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_app_dir(path.parent)  # tracebacks may quote prompts and paths: the user's alone
         stamp = datetime.now().astimezone().isoformat(timespec="seconds")
         with open(path, "a", encoding="utf-8", errors="backslashreplace") as log:
             log.write(f"--- {stamp} tuitune {__version__} {command or '(app)'}\n")

@@ -137,7 +137,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             sys.stdout.write("\n")
         sys.stdout.flush()
     if fmt != "json" or args.out:
-        keeper.print_text()  # the run id and the comparison; with --json on stdout they are in the JSON
+        keeper.print_text(sys.stderr if args.out else sys.stdout)  # with --json on stdout: in the JSON
     errors = {cell.column: cell.error for cell in report.cells.values() if cell.error}
     for column, error in errors.items():  # a model that could not run is an error; a failed check is a result
         warn(f"{column}: {error}")

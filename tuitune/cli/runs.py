@@ -10,7 +10,7 @@ import argparse
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from tuitune.cli.common import warn
 from tuitune.errors import TuituneError
@@ -90,14 +90,18 @@ class EvalKeeper:
             data["comparison"] = self.comparison.as_json() if self.comparison is not None else None
         return data
 
-    def print_text(self) -> None:
+    def print_text(self, stream: TextIO | None = None) -> None:
+        """The run id and the comparison, on ``stream`` (stderr when the report went to a file with --out, so
+        stdout keeps its one ``wrote FILE`` line for scripts)."""
         from tuitune.safe_text import inert
 
+        stream = stream if stream is not None else sys.stdout
         if self.run_id is not None:
-            print(f"saved as run {self.run_id}" + (" (partial: the run was stopped)" if self.partial else ""))
+            partial = " (partial: the run was stopped)" if self.partial else ""
+            stream.write(f"saved as run {self.run_id}{partial}\n")
         if self.comparison is not None:
-            sys.stdout.write(inert(self.comparison.format_text()))
-        sys.stdout.flush()
+            stream.write(inert(self.comparison.format_text()))
+        stream.flush()
 
 
 def _when(created_at: str) -> str:

@@ -146,6 +146,7 @@ def _new_run_config(args: argparse.Namespace, catalog, directory: Path):
 
 def cmd_train(args: argparse.Namespace) -> int:
     from tuitune.catalog import _ID_PATTERN, load_catalog
+    from tuitune.paths import private_app_dir
     from tuitune.training.runs import TrainConfig, run_dir, run_status, trainer_command
 
     if args.name is None:
@@ -173,7 +174,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             return 0
     else:
         config = _new_run_config(args, catalog, directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        private_app_dir(directory)  # 0700, like the history: the run's data and logs are the user's
         config.write(directory / "config.json")
     if args.prepare:
         print(f"run '{config.name}' prepared in {directory}; start it on each node with torchrun, e.g.\n"

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
-from tuitune.paths import app_dirs
+from tuitune.paths import app_dirs, private_app_dir
 
 _MAX_LOG_BYTES = 5 * 1024 * 1024
 # ggml log levels: 1 debug, 2 info, 3 warn, 4 error, 5 continuation of the previous line.
@@ -44,7 +44,7 @@ def install() -> None:
         import llama_cpp
 
         path = log_path()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_app_dir(path.parent)
         if path.exists() and path.stat().st_size > _MAX_LOG_BYTES:
             path.replace(path.with_suffix(".log.1"))
         handle = path.open("a", encoding="utf-8", errors="replace")

@@ -20,13 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tuitune.errors import StoppedError, TuituneError
+from tuitune.errors import ModelFileError, StoppedError, TuituneError
 from tuitune.gguf import GGUFInfo
 
 MIB = 1 << 20
 GIB = 1 << 30
 DEVICE_RESERVE = 512 * MIB  # per device: the driver's context, llama.cpp's compute buffers, fragmentation
 UBATCH = 512  # llama.cpp's default n_ubatch: with the head on the GPU, its logits take vocab × UBATCH × 4 bytes
+MAX_LAYERS = 512  # LLAMA_MAX_LAYERS: llama.cpp refuses a model with more
 KV_ELEMENT_BYTES = 2  # the KV cache is f16 unless told otherwise
 METAL_SHARE = 0.75  # Metal lets one process use about this share of the unified memory
 GPU_BACKENDS = {"CUDA": "CUDA", "ROCM": "ROCm", "HIP": "ROCm", "METAL": "Metal", "MTL": "Metal",
@@ -98,12 +99,20 @@ def _int(value: Any) -> int | None:
 
 
 def layer_count(info: GGUFInfo) -> int:
-    """The repeating layers (``<arch>.block_count``), else the ``blk.N`` tensors counted."""
+    """The repeating layers (``<arch>.block_count``), else the ``blk.N`` tensors counted.
+
+    The count comes from the file and sizes lists here: more than llama.cpp's 512 is a damaged header, refused
+    before ``[0] * layers`` can raise MemoryError (2^40) or OverflowError (2^63)."""
     count = _int(info.metadata.get(f"{info.architecture}.block_count"))
-    if count is not None and count > 0:
-        return count
-    found = {int(match.group(1)) for name in info.tensor_bytes if (match := _LAYER.match(name))}
-    return max(found) + 1 if found else 0
+    if count is None or count <= 0:
+        found = {int(match.group(1)) for name in info.tensor_bytes if (match := _LAYER.match(name))}
+        count = max(found) + 1 if found else 0
+    if count > MAX_LAYERS:
+        raise ModelFileError(
+            f"{info.path} has a corrupt GGUF header ({info.architecture}.block_count or a blk.N tensor says "
+            f"{count:,} layers; llama.cpp allows {MAX_LAYERS}): re-download or reinstall the model"
+        )
+    return count
 
 
 def _per_layer(value: Any, layers: int, default: int) -> list[int]:

@@ -21,31 +21,54 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuitune.errors import TuituneError
-from tuitune.paths import app_dirs
+from tuitune.paths import app_dirs, private_app_dir
+from tuitune.sqlite_schema import Schema
 
 if TYPE_CHECKING:
     from tuitune.evals.results import EvalResults
     from tuitune.suites import Suite
 
-# Named steps; _MIGRATIONS[n] takes the schema from user_version n to n + 1. Append new steps, never edit one.
-_MIGRATIONS: list[tuple[str, str]] = [
-    (
-        "runs and cells",
+
+def _v1_runs_and_cells(db: sqlite3.Connection) -> None:
+    """Each run whole (results JSON) and one row per cell (prompt × column) for leaderboard queries."""
+    db.execute(
         """
-        CREATE TABLE runs (id INTEGER PRIMARY KEY, kind TEXT NOT NULL DEFAULT 'eval', created_at TEXT NOT NULL,
-            suite_name TEXT NOT NULL, suite_path TEXT, suite_hash TEXT NOT NULL, models TEXT NOT NULL,
-            columns TEXT NOT NULL, sampling TEXT, judge TEXT, partial INTEGER NOT NULL DEFAULT 0,
-            summary TEXT NOT NULL, results TEXT NOT NULL);
-        CREATE INDEX runs_by_suite ON runs (suite_name, id);
-        CREATE INDEX runs_by_hash ON runs (suite_hash, id);
-        CREATE TABLE cells (run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
-            prompt_id TEXT NOT NULL, column_label TEXT NOT NULL, passed INTEGER NOT NULL, score REAL NOT NULL,
-            checks TEXT NOT NULL, counted INTEGER NOT NULL, error TEXT,
-            PRIMARY KEY (run_id, prompt_id, column_label));
-        """,
-    ),
-]
-SCHEMA_VERSION = len(_MIGRATIONS)
+        CREATE TABLE runs (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL DEFAULT 'eval',
+            created_at TEXT NOT NULL,
+            suite_name TEXT NOT NULL,
+            suite_path TEXT,
+            suite_hash TEXT NOT NULL,
+            models TEXT NOT NULL,
+            columns TEXT NOT NULL,
+            sampling TEXT,
+            judge TEXT,
+            partial INTEGER NOT NULL DEFAULT 0,
+            summary TEXT NOT NULL,
+            results TEXT NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX runs_by_suite ON runs (suite_name, id)")
+    db.execute("CREATE INDEX runs_by_hash ON runs (suite_hash, id)")
+    db.execute(
+        """
+        CREATE TABLE cells (
+            run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+            prompt_id TEXT NOT NULL,
+            column_label TEXT NOT NULL,
+            passed INTEGER NOT NULL,
+            score REAL NOT NULL,
+            checks TEXT NOT NULL,
+            counted INTEGER NOT NULL,
+            error TEXT,
+            PRIMARY KEY (run_id, prompt_id, column_label)
+        )
+        """
+    )
+
+
 _HASHED_PROMPT_FIELDS = ("id", "text", "messages", "mode", "checks")
 
 
@@ -120,27 +143,9 @@ def _storage_error(path: Path, exc: sqlite3.Error) -> EvalStoreError:
     )
 
 
-def _migrate(db: sqlite3.Connection, path: Path) -> None:
-    """Bring the schema up to date in one transaction; refuse files from a newer tuitune or another program."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise EvalStoreError(
-                f"{path} was written by a newer tuitune (eval schema {version}, this one knows {SCHEMA_VERSION}): "
-                "upgrade tuitune, or move the file aside."
-            )
-        if version == 0 and db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
-            raise EvalStoreError(f"{path} is an SQLite database but not tuitune's eval runs: move it aside.")
-        for _name, step in _MIGRATIONS[version:]:
-            for statement in step.split(";"):
-                if statement.strip():
-                    db.execute(statement)
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        db.execute("COMMIT")
-    except BaseException:
-        db.rollback()
-        raise
+# Append new steps (see tuitune.sqlite_schema); never edit a released one.
+_SCHEMA = Schema(name="eval", owner="tuitune's eval runs", steps=(_v1_runs_and_cells,), error=EvalStoreError)
+SCHEMA_VERSION = _SCHEMA.version
 
 
 class EvalStore:
@@ -150,7 +155,7 @@ class EvalStore:
         self.path = Path(path) if path is not None else default_eval_store_path()
         self._lock = threading.Lock()
         try:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            private_app_dir(self.path.parent)
             self._db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=False)
         except OSError as exc:
             raise EvalStoreError(f"cannot create {self.path.parent} for the eval runs ({exc.strerror})") from exc
@@ -162,7 +167,7 @@ class EvalStore:
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = NORMAL")
             self._db.execute("PRAGMA foreign_keys = ON")
-            _migrate(self._db, self.path)
+            _SCHEMA.upgrade(self._db, self.path)
         except sqlite3.Error as exc:
             self._db.close()
             raise _storage_error(self.path, exc) from exc

@@ -102,7 +102,9 @@ def truncate_metrics(run_directory: Path, step: int) -> None:
     if metrics.exists():
         kept = [line for line in metrics.read_text(encoding="utf-8").splitlines()
                 if _step_of(line) is not None and _step_of(line) <= step]  # fmt: skip
-        metrics.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        from tuitune.atomic import write_text
+
+        write_text(metrics, "".join(line + "\n" for line in kept))  # a crash here must not cut the curve
 
 
 def _step_of(line: str) -> int | None:

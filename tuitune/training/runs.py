@@ -137,10 +137,10 @@ def run_dir(name: str) -> Path:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write atomically, so a reader (or a crash) never sees half a file."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(data, indent=2), encoding="utf-8")
-    os.replace(temporary, path)
+    """Write atomically (``tuitune.atomic``), so a reader (or a crash) never sees half a file."""
+    from tuitune.atomic import write_text
+
+    write_text(path, json.dumps(data, indent=2))
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

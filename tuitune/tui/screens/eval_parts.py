@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 from rich.text import Text
 from textual.widgets import DataTable
 
+from tuitune.atomic import write_text
 from tuitune.errors import TuituneError
-from tuitune.paths import app_dirs, project_file
+from tuitune.paths import app_dirs, private_app_dir, project_file
 from tuitune.safe_text import inert, safe_json
 from tuitune.tui.text import Part, styled
 
@@ -269,6 +270,5 @@ def write_export(report: EvalReport, fmt: str, path: Path) -> None:
         text = report.to_csv()
     else:
         text = report.to_markdown()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8", newline="") as handle:  # CSV carries its own line ends
-        handle.write(text if text.endswith("\n") else text + "\n")
+    private_app_dir(path.parent)  # <data>/evals, private like the eval runs
+    write_text(path, text if text.endswith("\n") else text + "\n", newline="")  # CSV carries its own line ends

@@ -21,9 +21,10 @@ from textual.screen import ModalScreen, Screen
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Header, Input, Label, Static
 
+from tuitune.atomic import write_text
 from tuitune.errors import TuituneError
 from tuitune.history_export import export_json, export_markdown
-from tuitune.paths import app_dirs
+from tuitune.paths import app_dirs, private_app_dir
 from tuitune.safe_text import inert, safe_json
 from tuitune.tui.screens.dialogs import Confirm, TextPrompt
 from tuitune.tui.text import Part, styled
@@ -306,8 +307,8 @@ class HistoryScreen(Screen):
         try:
             conversation = store.load(row.id)
             text = export_markdown(conversation) if fmt == "md" else safe_json(export_json(conversation), indent=2)
-            folder.mkdir(parents=True, exist_ok=True)
-            path.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+            private_app_dir(folder)  # conversations are as private as the history they come from
+            write_text(path, text if text.endswith("\n") else text + "\n", perms=0o600)
         except TuituneError as error:
             self.notify(str(error), severity="error", markup=False)
         except OSError as error:

@@ -320,6 +320,8 @@ class ModelsScreen(DownloadsMixin, Screen):
             header: HeaderState = read_gguf(model_path(entry))
         except TuituneError as error:
             header = str(error)
+        except Exception as error:  # as in probe: a corrupt or odd file must not take the whole app down
+            header = f"{entry.id}: cannot read the GGUF header ({type(error).__name__}: {error})"
         self.post_message(HeaderRead(generation, entry.id, header))
 
     # -- found on disk -------------------------------------------------------------------------------

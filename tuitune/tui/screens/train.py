@@ -25,6 +25,7 @@ from textual.widgets import Button, Checkbox, DataTable, Footer, Header, Input, 
 from textual.worker import get_current_worker
 
 from tuitune.errors import TuituneError
+from tuitune.paths import private_app_dir
 from tuitune.safe_text import inert
 from tuitune.training.runs import (
     TrainConfig,
@@ -319,7 +320,7 @@ class TrainScreen(Screen):
         directory = run_dir(config.name)
         if (directory / "config.json").exists():  # started twice while the plan was being made
             return
-        directory.mkdir(parents=True, exist_ok=True)
+        private_app_dir(directory)  # 0700, like the history
         config.write(directory / "config.json")
         self.launch(config.name, resume=False)
 

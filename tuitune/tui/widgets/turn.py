@@ -8,6 +8,7 @@ from functools import cache
 from typing import TYPE_CHECKING
 
 from rich.segment import Segment
+from rich.style import Style as RichStyle
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
@@ -20,11 +21,13 @@ if TYPE_CHECKING:
     from markdown_it import MarkdownIt
     from markdown_it.rules_core import StateCore
     from rich.markdown import Markdown as RichMarkdown
+    from textual.style import Style
     from textual.widgets import Markdown
 
 from tuitune.engines.base import Stats
 from tuitune.safe_text import inert
 from tuitune.tui.text import styled
+from tuitune.tui.widgets.live_blocks import Fence, code_line, highlighted, line_kind
 
 
 @cache
@@ -48,24 +51,6 @@ def _soft_breaks_as_hard(state: StateCore) -> None:
         for child in token.children or ():
             if child.type == "softbreak":
                 child.type, child.tag = "hardbreak", "br"
-
-
-_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
-
-
-def _line_kind(line: str, fence: str | None) -> tuple[str, str | None]:
-    """How a streamed source line is drawn — "markdown", "code" or "fence" (a fence's own line) — given the
-    code fence open before it (``fence``, its marker), and the fence open after it (CommonMark's rules: up to
-    three spaces, then three or more backticks or tildes; a closing marker is at least as long as the opening
-    one, with nothing after it)."""
-    match = _FENCE.match(line)
-    if fence is None:
-        if match is None or (match[1][0] == "`" and "`" in match[2]):  # ```a`b``` is inline code, not a fence
-            return "markdown", None
-        return "fence", match[1]
-    if match is not None and match[1][0] == fence[0] and len(match[1]) >= len(fence) and not match[2].strip():
-        return "fence", None
-    return "code", fence
 
 
 _MARKUP_CHARACTERS = frozenset("*_`#[]!<>|~\\&=")
@@ -114,16 +99,17 @@ class LiveAnswer(Widget):
     line, not to the end of the reservation), so the screen is laid out again once per screenful of text,
     not on every update: a layout re-arranges every widget on the screen. Each line is rendered as Markdown
     on its own (emphasis, lists, headings), except inside a code fence, which is tracked across lines: there
-    a line is drawn as code (a ``# comment`` is not a heading). Each source line starts a screen line, as in
+    a line is drawn as code (a ``# comment`` is not a heading), highlighted line by line with the final render's
+    theme (widgets/live_blocks.py). Each source line starts a screen line, as in
     the finished answer, which goes to the Markdown widget, which sees the whole document.
     """
 
     DEFAULT_CSS = """
     LiveAnswer { height: auto; }
-    LiveAnswer > .live-answer--code { background: black 10%; }
+    LiveAnswer > .live-answer--code { color: rgb(210,210,210); background: black 10%; }
     LiveAnswer:light > .live-answer--code { background: white 30%; }
     """
-    COMPONENT_CLASSES = {"live-answer--code"}  # the background of code lines, as Textual's MarkdownFence has
+    COMPONENT_CLASSES = {"live-answer--code"}  # code lines' colours, as Textual's MarkdownFence has
     MIN_SLACK_LINES = 8
     CODE_INDENT = "  "  # as the finished answer's code blocks
 
@@ -134,14 +120,16 @@ class LiveAnswer(Widget):
         self._done_sources: list[str] = []  # complete source lines, rendered once
         self._done_strips: list[Strip] = []
         self._tail_strips: list[Strip] = []
-        self._fence: str | None = None  # the marker of the code fence open after the complete lines
+        self._fence: Fence | None = None  # the code fence open after the complete lines
+        self._code_style: tuple[RichStyle, Style] | None = None  # code lines' style, Rich's and Textual's
+        self._code_pad: Strip | None = None  # a code block's blank padding line, at this width
         self._reserved = 0
 
-    def _render_source(self, line: str, kind: str = "markdown") -> list[Strip]:
-        if kind in ("code", "fence"):  # one screen line, not wrapped, as a code block shows it
-            style = self.get_component_rich_style("live-answer--code")
-            text = self.CODE_INDENT + line.expandtabs(4) if kind == "code" else ""
-            return [Strip([Segment(text, style)]).crop_extend(0, self._width, style)]
+    def _render_source(self, line: str, kind: str = "markdown", fence: Fence | None = None) -> list[Strip]:
+        if kind == "code" and fence is not None:  # one screen line, not wrapped, as a code block shows it
+            return [self._code_strip(code_line(line, fence), fence.language)]
+        if kind in ("code", "fence"):  # a fence's own line: the code block's blank padding line
+            return [self._code_strip("", "")]
         if not line.strip():
             return [Strip.blank(self._width)]
         if self._markdown and _has_markup(line):
@@ -156,6 +144,29 @@ class LiveAnswer(Widget):
         drawn = [index for index, strip in enumerate(strips) if strip.text.strip()]
         return strips[drawn[0] : drawn[-1] + 1] if drawn else strips[:1]
 
+    def _code_strip(self, code: str, language: str) -> Strip:
+        """A code line drawn as the final render's code block draws it: indented, highlighted, on its background.
+
+        Content's segments directly (the widget resolves the theme's ``$text`` variables): Textual's Visual pipeline
+        for one line cost more than the highlighting. The blank padding line is drawn once per width."""
+        from textual.content import Content
+        from textual.style import Style
+
+        if self._code_style is None:
+            rich_style = self.get_component_rich_style("live-answer--code")
+            self._code_style = (rich_style, Style.from_rich_style(rich_style))
+        rich_style, style = self._code_style
+        if not code and self._code_pad is not None:
+            return self._code_pad
+        content = Content(self.CODE_INDENT) + highlighted(
+            code, language, self.app.native_ansi_color, self.app.current_theme.dark
+        )
+        segments = [Segment(text, part.rich_style) for text, part in content.render(style, parse_style=self._get_style)]
+        strip = Strip(segments).crop_extend(0, self._width, rich_style)
+        if not code:
+            self._code_pad = strip
+        return strip
+
     @property
     def text_lines(self) -> int:
         """Screen lines of text drawn so far (the reserved lines below them are blank)."""
@@ -166,14 +177,18 @@ class LiveAnswer(Widget):
         if width != self._width or markdown != self._markdown:  # re-wrap everything at a new width
             self._width, self._markdown = width, markdown
             self._done_sources, self._done_strips, self._fence = [], [], None
+            self._code_style = self._code_pad = None
         *complete, tail = text.split("\n")
         first_dirty = len(self._done_strips)
         for line in complete[len(self._done_sources) :]:
             self._done_sources.append(line)
-            kind, self._fence = _line_kind(line, self._fence) if markdown else ("text", None)
-            self._done_strips.extend(self._render_source(line, kind))
-        kind = _line_kind(tail, self._fence)[0] if markdown else "text"
-        self._tail_strips = self._render_source(tail, kind) if tail else []
+            before = self._fence
+            kind, self._fence = line_kind(line, before) if markdown else ("text", None)
+            self._done_strips.extend(self._render_source(line, kind, before))
+        kind, after = line_kind(tail, self._fence) if markdown else ("text", None)
+        self._tail_strips = self._render_source(tail, kind, self._fence) if tail else []
+        if after is not None:  # an open fence draws its closing padding line, as the final render of one does
+            self._tail_strips.append(self._code_strip("", ""))
         total = self.text_lines
         if total > self._reserved:
             self._reserved = total + max(slack, self.MIN_SLACK_LINES)
