@@ -380,3 +380,43 @@ async def test_choosing_another_model_updates_the_panes_description(tmp_path: Pa
         await pilot.pause()
         hint = str(pane.query_one(".pane-empty").render())
         assert "SmolLM2" in hint and "Gemma" not in hint
+
+
+async def test_a_stream_that_pauses_shows_everything_it_sent_before_the_pause(tmp_path: Path):
+    """A burst of tokens then a pause (an endpoint that sends in bursts, a stalled model): the burst's tail is
+    drawn within an interval, not held back until the next token arrives."""
+    answer = "One two three four five six seven eight nine ten eleven twelve."
+    models = ScriptedModels({"smollm2-135m-instruct": [answer]}, hold_after=10)
+    app, _ = scripted_app(tmp_path, models)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("f3")
+        await send_text(pilot, app, "count")
+        chat = "smollm2-135m-instruct"
+        await until(pilot, lambda: chat in models.engines and models.engines[chat].holding.is_set(), "held")
+        engine = models.engines[chat]
+        pane = app.screen.panes[0]
+        await until(pilot, lambda: pane.turns and pane.turns[-1].answer == answer[:40], "the burst is on screen", 2.0)
+        assert pane.state == "generating"
+        await pilot.pause(0.3)
+        assert pane.scroller.scroll_y == 0  # the short answer (and its prompt) in view, not scrolled past
+        engine.release.set()
+        await wait_idle(pilot, app)
+        assert pane.turns[-1].answer == answer
+
+
+async def test_a_short_answer_stays_in_view_while_it_streams(tmp_path: Path):
+    """The start of an answer shorter than the pane stays on screen with its prompt while the model is slow to
+    go on (the view once rested in the blank space reserved below the text)."""
+    answer = " on a chair?\n\nI'm not sure how to train it."
+    models = ScriptedModels({"gemma-3-270m": [answer]}, hold_after=6)
+    app, _ = scripted_app(tmp_path, models)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: all(p.engine_state == "ready" for p in app.screen.panes), "preloaded", 20)
+        await send_text(pilot, app, "Tell me how to train my dog to sit")
+        raw = app.screen.panes[0]
+        await until(pilot, lambda: raw.turns and raw.turns[-1].answer == answer[:24], "streamed")
+        await pilot.pause(0.5)
+        assert raw.scroller.scroll_y == 0
+        models.engines["gemma-3-270m"].release.set()
+        models.engines["smollm2-135m-instruct"].release.set()
+        await wait_idle(pilot, app)

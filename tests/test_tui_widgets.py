@@ -152,6 +152,8 @@ async def test_turn_view_streams_then_shows_the_final_answer_and_its_stats():
         drawn = [turn.live.render_line(y).text.rstrip() for y in range(turn.live.text_lines)]
         assert drawn[0] == "Hello ␛[31mthere"  # inert: the escape is shown, not obeyed
         assert "  # not a heading" in drawn
+        for y in range(turn.live.text_lines):  # a line break inside a row would move a real terminal's cursor
+            assert not any(ch in segment.text for segment in turn.live.render_line(y) for ch in "\n\r\x1b")
         assert "you Say hi" in str(turn.query_one(".turn-prompt", Static).render())
         stats = Stats(completion_tokens=7, decode_tokens_per_s=12.5, seed=3)
         await turn.finish(turn.answer + "\n```", stats)

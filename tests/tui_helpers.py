@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -22,8 +23,16 @@ class ScriptedModels:
         hold_after: int | None = None,
         load_s: float = 0.0,
         read_s: float = 0.0,
+        hold_load_at: float | None = None,
+        hold_read_at: int | None = None,
     ):
         self.hold_after = hold_after
+        self.hold_load_at = hold_load_at  # frozen states: every engine waits there until ``release`` is set
+        self.hold_read_at = hold_read_at
+        # A load holds before its engine is returned, so these holds share the factory's events: ``holding`` is
+        # set once any engine waits, ``release`` frees them all. ``hold_after`` keeps one pair per engine.
+        self.holding = threading.Event()
+        self.release = threading.Event()
         self.load_s = load_s  # the slow paths of a real model: seconds to load, seconds to read a prompt
         self.read_s = read_s
         self.answers = answers or {}
@@ -39,9 +48,15 @@ class ScriptedModels:
         engine = ScriptedEngine(
             model_id, self.answers.get(model_id), delay_s=self.delay_s, hold_after=self.hold_after,
             load_s=self.load_s, read_s=self.read_s, load=load, n_ctx=n_ctx or 4096,
+            hold_load_at=self.hold_load_at, hold_read_at=self.hold_read_at, **self._shared_events(),
         )  # fmt: skip
         self.engines[model_id] = engine
         return engine
+
+    def _shared_events(self) -> dict[str, threading.Event]:
+        if self.hold_load_at is None and self.hold_read_at is None:
+            return {}
+        return {"holding": self.holding, "release": self.release}
 
 
 def scripted_app(tmp_path: Path, models: ScriptedModels | None = None, **kwargs) -> tuple[TuituneApp, ScriptedModels]:

@@ -8,9 +8,10 @@ chunk — with the same cancel semantics as the llama.cpp engine.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from tuitune.engines.base import Generation, LoadControl, Request
 from tuitune.errors import StoppedError
@@ -32,6 +33,10 @@ class ScriptedEngine:
         read_s: float = 0.0,
         load: LoadControl | None = None,
         n_ctx: int = 4096,
+        hold_load_at: float | None = None,
+        hold_read_at: int | None = None,
+        holding: threading.Event | None = None,
+        release: threading.Event | None = None,
     ):
         self.model_id = model_id
         self.answers = answers or [f"Scripted answer from {model_id}."]
@@ -40,9 +45,13 @@ class ScriptedEngine:
         self.read_s = read_s
         self.has_chat_template = has_chat_template
         self.fail_with = fail_with
-        self.hold_after = hold_after  # stop after this many chunks until ``release`` is set: a mid-stream state
-        self.holding = threading.Event()
-        self.release = threading.Event()
+        # Frozen states for snapshots and key storms: wait until ``release`` is set after this many chunks, at
+        # this load fraction, or after this many of the prompt's read batches (``holding`` says it is waiting).
+        self.hold_after = hold_after
+        self.hold_load_at = hold_load_at
+        self.hold_read_at = hold_read_at
+        self.holding = holding or threading.Event()
+        self.release = release or threading.Event()
         self.requests: list[Request] = []
         self.closed = False
         self._n_ctx = n_ctx
@@ -54,8 +63,23 @@ class ScriptedEngine:
         for step in range(steps + 1):
             if not load.report(step / steps):
                 raise StoppedError(f"loading {self.model_id} was stopped")
+            if self.hold_load_at is not None and step / steps >= self.hold_load_at:
+                self.hold_load_at = None
+                self._hold(lambda: load.cancelled, functools.partial(load.report, step / steps))
             if seconds and step < steps:
                 time.sleep(seconds / steps)
+
+    def _hold(self, cancelled: Callable[[], bool], report_again: Callable[[], object] | None = None) -> None:
+        """Say we are holding, then wait until released or stopped.
+
+        ``report_again`` repeats the last progress report once, a moment in: listeners that throttle reports
+        (the panes do) may have dropped it, and a real loader's callback keeps firing while it works.
+        """
+        self.holding.set()
+        if report_again is not None and not self.release.wait(0.15):
+            report_again()
+        while not self.release.wait(0.05) and not cancelled():
+            pass
 
     @property
     def n_ctx(self) -> int:
@@ -80,7 +104,10 @@ class ScriptedEngine:
             if generation.cancelled:
                 return False
             generation.report("reading", total * batch // READ_BATCHES)
-        return True
+            if batch == self.hold_read_at:
+                done = total * batch // READ_BATCHES
+                self._hold(lambda: generation.cancelled, functools.partial(generation.report, "reading", done))
+        return not generation.cancelled
 
     def _produce(self, request: Request, answer: str, generation: Generation) -> Iterator[str]:
         if self.fail_with is not None:
@@ -97,9 +124,7 @@ class ScriptedEngine:
         stats.finish_reason = "stop" if len(chunks) * self.chunk_size >= len(answer) else "length"
         for index, chunk in enumerate(chunks):
             if index == self.hold_after:
-                self.holding.set()
-                while not self.release.wait(0.05) and not generation.cancelled:
-                    pass
+                self._hold(lambda: generation.cancelled)
             if generation.cancelled:
                 stats.finish_reason, stats.stopped_during = "cancelled", "generating"
                 break

@@ -43,7 +43,9 @@ class FollowingScroll(VerticalScroll):
         height = self.scrollable_content_region.height
         text_bottom = _virtual_top(live, self) + live.text_lines + 1
         shows_end = max(0, text_bottom - height)  # the least offset at which the last text line is in view
-        ahead = shows_end + max(1, height // self.FOLLOW_STEP_FRACTION)
+        # At most a third of a screen past that, and never further than leaves the last line on screen: while
+        # the text is shorter than the view (shows_end 0) that is the top, so a short answer is not scrolled away.
+        ahead = max(shows_end, text_bottom - height + max(1, height // self.FOLLOW_STEP_FRACTION))
         current = int(self.scroll_y)
         if shows_end <= current <= ahead:
             self.followed_to = current

@@ -21,6 +21,7 @@ from textual import work
 
 from tuitune.engines.base import Engine, Generation, LoadControl, Request, Stats
 from tuitune.errors import ContextOverflowError, StoppedError, TuituneError
+from tuitune.tui.widgets.coalesce import StreamCoalescer
 
 if TYPE_CHECKING:
     from tuitune.tui.widgets.turn import TurnView
@@ -146,8 +147,10 @@ class PaneRuns:
         store = self.tuitune.history
         generation: Generation | None = None
         error: str | None = None
-        pending: list[str] = []
-        tokens = 0
+        stream = StreamCoalescer(
+            lambda text, tokens, rate: self.post_message(self.Streamed(self, run.id, run.turn, text, tokens, rate)),
+            lambda: self.pacer.interval,  # read from the UI's last measurement
+        )
         with self._engine_lock:
             try:
                 engine = self._ensure_engine(run.load)
@@ -158,20 +161,13 @@ class PaneRuns:
                 if run.stop_requested:
                     generation.cancel()
                 generation.on_progress(self._progress_poster(run.id))
-                first_at: float | None = None
-                last_flush = 0.0
+                saved_at = 0.0
                 for chunk in generation:
-                    tokens += 1
-                    now = time.monotonic()
-                    first_at = first_at or now
-                    pending.append(chunk)
-                    if now - last_flush >= self.pacer.interval:  # read from the UI's last measurement
-                        rate = (tokens - 1) / (now - first_at) if now > first_at else None
-                        self.post_message(self.Streamed(self, run.id, run.turn, "".join(pending), tokens, rate))
-                        pending.clear()
-                        last_flush = now
-                        if store is not None and message_id is not None:
-                            store.update_message(message_id, generation.text, status="streaming")
+                    stream.add(chunk)
+                    now = time.monotonic()  # the partial answer survives a crash, written as often as drawn
+                    if store is not None and message_id is not None and now - saved_at >= self.pacer.interval:
+                        store.update_message(message_id, generation.text, status="streaming")
+                        saved_at = now
             except StoppedError:
                 pass
             except ContextOverflowError as overflow:
@@ -180,10 +176,11 @@ class PaneRuns:
                 error = str(failure)
             except Exception as failure:
                 error = f"unexpected error: {failure!r}"
+        rest, tokens = stream.close()
         if run.detached:  # stopped while loading: the UI has ended this run and saved it already
             return
-        if pending:
-            self.post_message(self.Streamed(self, run.id, run.turn, "".join(pending), tokens, None))
+        if rest:
+            self.post_message(self.Streamed(self, run.id, run.turn, rest, tokens, None))
         if generation is not None:
             stats, text, notices = generation.stats, generation.text, generation.notices
         else:  # stopped, or failed, before the model was loaded

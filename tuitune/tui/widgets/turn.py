@@ -161,7 +161,8 @@ class LiveAnswer(Widget):
         content = Content(self.CODE_INDENT) + highlighted(
             code, language, self.app.native_ansi_color, self.app.current_theme.dark
         )
-        segments = [Segment(text, part.rich_style) for text, part in content.render(style, parse_style=self._get_style)]
+        rendered = content.render(style, end="", parse_style=self._get_style)  # end: a row holds no line break
+        segments = [Segment(text, part.rich_style) for text, part in rendered]
         strip = Strip(segments).crop_extend(0, self._width, rich_style)
         if not code:
             self._code_pad = strip
