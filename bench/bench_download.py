@@ -1,5 +1,5 @@
 """Download throughput: tuitune's resumable, sha256-verified download vs a plain `curl` of the same file,
-from the same local server speaking the Hub's resolve protocol (tests/hub_server.py), rounds interleaved.
+from the same local server speaking the Hub's resolve protocol (tests/support/hub_server.py), rounds interleaved.
 
 tuitune's time covers everything a pull does: the HEAD on the resolve URL, the ranged GET into a `.part`
 file, the sha256 check and the final rename. curl follows the same redirect and only writes the bytes.
@@ -23,9 +23,9 @@ from pathlib import Path
 from _common import table
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
 
-from hub_server import HubServer, Repo  # noqa: E402
+from tests.support.hub_server import HubServer, Repo  # noqa: E402
 
 REPO_ID = "google/gemma-3-270m-GGUF"
 

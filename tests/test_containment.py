@@ -6,26 +6,19 @@ hostile names as given, so on code without the checks the file really lands outs
 
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import one_clear_error, run_cli
-from tests.hub_server import HubServer, Repo
+from tests.support.hub_server import HubServer, Repo
+from tests.support.model_files import tiny_gguf
 from tuitune.catalog import ModelEntry, Source
 from tuitune.containment import UnsafeNameError, check_repo_file, check_repo_id, check_revision, contained
 from tuitune.downloads import pull_model
 from tuitune.sources import hf_local_file, is_installed
 
 REPO_ID = "org/normal"
-
-
-def tiny_gguf(path: Path) -> Path:
-    """The smallest file read_gguf accepts: a v3 header with no tensors and no metadata, padded to 32 bytes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes((b"GGUF" + struct.pack("<IQQ", 3, 0, 0)).ljust(32, b"\0"))
-    return path
 
 
 @pytest.fixture

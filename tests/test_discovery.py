@@ -9,20 +9,19 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, one_clear_error, run_cli
-from hub_server import HubServer, Repo
 
+from tests.conftest import REPO, one_clear_error, run_cli
+from tests.support.hub_server import HubServer, Repo
+from tests.support.model_files import COMMIT, link_or_copy, ollama_manifest
 from tuitune.discovery import discover
 from tuitune.gguf import read_gguf
 
-COMMIT = Repo({}).commit
 ORG_REPO = "someorg/tiny-GGUF"
 
 
@@ -40,28 +39,6 @@ def tiny_gguf(path: Path, file_type: int = 15, template: str | None = "{{ messag
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    return path
-
-
-def link_or_copy(source: Path, target: Path) -> Path:
-    """The big demo model into a fake store as a hard link (no link a scanner could see leaving the store)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
-    return target
-
-
-def ollama_manifest(root: Path, name: str, digest: object, *, layer_type: str = "application/vnd.ollama.image.model"):
-    registry, namespace, model, tag = name.split("/")
-    path = root / "manifests" / registry / namespace / model / tag
-    path.parent.mkdir(parents=True, exist_ok=True)
-    layers = [
-        {"mediaType": layer_type, "digest": digest, "size": 1},
-        {"mediaType": "application/vnd.ollama.image.template", "digest": "sha256:" + "e" * 64, "size": 1},
-    ]
-    path.write_text(json.dumps({"schemaVersion": 2, "layers": layers}))
     return path
 
 

@@ -1,11 +1,10 @@
-"""Hub downloads against a real local HTTP server speaking the Hub's resolve protocol (tests/hub_server.py).
+"""Hub downloads against a real local HTTP server speaking the Hub's resolve protocol (tests/support/hub_server.py).
 
 The served file is the real SmolLM2 GGUF (98 MB), so a pulled model is checked by running it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import resource
 import shutil
@@ -19,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, run_cli
-from tests.hub_server import HubServer, Repo, free_port
-from tuitune.catalog import ModelEntry, Source
+from tests.support.hub_server import HubServer, Repo, free_port
+from tests.support.model_files import SMOL_ENTRY, SMOL_FILE, SMOL_REPO, hf_entry, sha256, write_user_catalog
 from tuitune.downloads import (
     DiskSpaceError,
     DownloadCancelled,
@@ -34,18 +33,8 @@ from tuitune.hf_cache import cache_root, repo_folder
 from tuitune.hub import HubClient, HubError
 from tuitune.sources import hf_local_file, is_installed
 
-SMOL_REPO = "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF"
-SMOL_FILE = "smollm2-135m-instruct-q4_1.gguf"
 GATED_REPO = "meta-llama/Llama-2-7b-chat-gguf"
 COMMIT = Repo({}).commit  # what the local Hub reports for every repo
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(8 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @pytest.fixture
@@ -85,26 +74,6 @@ def partial(hub: HubServer, served: Path, repo: str = SMOL_REPO) -> Path:
 
 def partials() -> list[Path]:
     return list(cache_root().rglob("*.incomplete*")) + list(cache_root().rglob("*.part*"))
-
-
-def hf_entry(repo: str = SMOL_REPO, file: str | None = SMOL_FILE, pattern: str | None = None) -> ModelEntry:
-    source = Source(kind="hf", repo=repo, file=file, pattern=pattern)
-    return ModelEntry(id="hub-model", name="hub model", kind="chat", family="llama", mode="chat", source=source)
-
-
-def write_user_catalog(config: Path, entry_lines: str) -> None:
-    config.mkdir(parents=True, exist_ok=True)
-    (config / "models.toml").write_text(entry_lines, encoding="utf-8")
-
-
-SMOL_ENTRY = f"""
-[[model]]
-id = "smol-hub"
-name = "SmolLM2 135M Instruct (Hub)"
-kind = "chat"
-family = "llama"
-source = {{ hf = "{SMOL_REPO}", file = "{SMOL_FILE}" }}
-"""
 
 
 def test_fresh_pull_verifies_and_the_model_answers(hub: HubServer, cache: Path, tuitune_dirs, smollm_path: Path):
@@ -329,7 +298,7 @@ def test_models_screen_downloads_with_progress_cancel_and_resume(
 ):
     import asyncio
 
-    from tests.test_tui_models import details, highlight, make_app, open_models, row
+    from tests.support.models_screen import details, highlight, make_app, open_models, row
 
     write_user_catalog(tuitune_dirs["config"], SMOL_ENTRY)
     hub.throttle_bps = 25e6

@@ -22,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import REPO
 from tuitune.catalog import load_catalog
 from tuitune.engines.offload import footprint_from_gguf
 from tuitune.errors import SuiteError, TuituneError
@@ -29,7 +30,6 @@ from tuitune.gguf import read_gguf
 from tuitune.suites import load_suite
 from tuitune.training.data import check_dataset, load_examples
 
-REPO = Path(__file__).resolve().parent.parent
 FUZZ = settings(
     max_examples=1000,
     deadline=None,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.gguf_bytes import ARCH, ARRAY, FLOAT64, STRING, UINT32, array, gguf, gguf_string, kv, tensor
 from tuitune.errors import ModelFileError
 from tuitune.gguf import read_gguf
 
@@ -58,41 +59,11 @@ def test_missing_file(tmp_path: Path):
 
 # -- headers built byte by byte: every lie in a count or length is a ModelFileError that says what is wrong -----
 
-UINT32, STRING, ARRAY, FLOAT64 = 4, 8, 9, 12
-
-
-def gguf_string(text: str, length: int | None = None) -> bytes:
-    data = text.encode()
-    return struct.pack("<Q", len(data) if length is None else length) + data
-
-
-def kv(key: str, value_type: int, payload: bytes) -> bytes:
-    return gguf_string(key) + struct.pack("<I", value_type) + payload
-
-
-def array(key: str, item_type: int, count: int, items: bytes = b"") -> bytes:
-    return kv(key, ARRAY, struct.pack("<IQ", item_type, count) + items)
-
-
-def tensor(name: str, dims: list[int], tensor_type: int = 0, offset: int = 0, n_dims: int | None = None) -> bytes:
-    head = gguf_string(name) + struct.pack("<I", len(dims) if n_dims is None else n_dims)
-    return head + b"".join(struct.pack("<Q", dim) for dim in dims) + struct.pack("<IQ", tensor_type, offset)
-
-
-def gguf(kvs=(), tensors=(), kv_count: int | None = None, tensor_count: int | None = None) -> bytes:
-    counts = struct.pack(
-        "<QQ", len(tensors) if tensor_count is None else tensor_count, len(kvs) if kv_count is None else kv_count
-    )
-    return b"GGUF" + struct.pack("<I", 3) + counts + b"".join(kvs) + b"".join(tensors)
-
 
 def write_gguf(tmp_path: Path, data: bytes) -> Path:
     path = tmp_path / "model.gguf"
     path.write_bytes(data)
     return path
-
-
-ARCH = kv("general.architecture", STRING, gguf_string("llama"))
 
 
 def test_a_hand_built_header_parses(tmp_path: Path):

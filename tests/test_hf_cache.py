@@ -1,6 +1,6 @@
 """Pulls land in the Hugging Face cache in huggingface_hub's own layout, checked with the real library.
 
-The local Hub stand-in (tests/hub_server.py) serves the real SmolLM2 GGUF; ``huggingface_hub`` itself (the
+The local Hub stand-in (tests/support/hub_server.py) serves the real SmolLM2 GGUF; ``huggingface_hub`` itself (the
 installed one) scans the cache, reads it offline and downloads into it, so both tools must agree on every name.
 """
 
@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_cli
-from tests.hub_server import HubServer, Repo, git_blob_id
-from tests.test_containment import tiny_gguf
-from tests.test_downloads import SMOL_ENTRY, SMOL_FILE, SMOL_REPO, hf_entry, sha256, write_user_catalog
+from tests.support.hub_server import HubServer, Repo, git_blob_id
+from tests.support.model_files import SMOL_ENTRY, SMOL_FILE, SMOL_REPO, hf_entry, sha256, tiny_gguf, write_user_catalog
 from tuitune import hf_cache
 from tuitune.containment import UnsafeNameError
 from tuitune.downloads import DownloadCancelled, pull_model, remove_model

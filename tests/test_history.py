@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import REPO
 from tuitune.errors import TuituneError
 from tuitune.history import (
     SCHEMA_VERSION,
@@ -26,7 +27,6 @@ from tuitune.history import (
 from tuitune.history_export import export_json, export_markdown
 from tuitune.sqlite_schema import Schema
 
-REPO = Path(__file__).resolve().parent.parent
 BASE, CHAT = "gemma-3-270m", "smollm2-135m-instruct"
 STATS = {
     "prompt_tokens": 10,

@@ -113,8 +113,8 @@ MULTI_REPO = "example/Multi-GGUF"
 
 @pytest.fixture
 def hub(smollm_path, monkeypatch: pytest.MonkeyPatch, tmp_path):
-    from tests.hub_server import HubServer, Repo
-    from tests.test_downloads import SMOL_FILE, SMOL_REPO
+    from tests.support.hub_server import HubServer, Repo
+    from tests.support.model_files import SMOL_FILE, SMOL_REPO
 
     repos = {
         SMOL_REPO: Repo({SMOL_FILE: smollm_path}),
@@ -131,7 +131,7 @@ def test_pull_a_reference_then_chat_and_compare_with_it_offline(hub, tuitune_dir
     from huggingface_hub import scan_cache_dir
 
     from tests.conftest import run_cli
-    from tests.test_downloads import SMOL_FILE, SMOL_REPO
+    from tests.support.model_files import SMOL_FILE, SMOL_REPO
     from tuitune import hf_cache
 
     reference = f"{SMOL_REPO}:q4_1"
@@ -179,7 +179,7 @@ def test_a_reference_pull_that_is_ambiguous_lists_the_tags_and_writes_nothing(hu
 def test_a_reference_finds_what_the_library_downloaded(hub, tuitune_dirs):
     from huggingface_hub import hf_hub_download
 
-    from tests.test_downloads import SMOL_FILE, SMOL_REPO
+    from tests.support.model_files import SMOL_FILE, SMOL_REPO
     from tuitune import hf_cache
     from tuitune.engines import resolve_model
 
@@ -193,7 +193,7 @@ def test_a_reference_finds_what_the_library_downloaded(hub, tuitune_dirs):
 
 def test_models_add_takes_a_reference_and_train_points_at_it(hub, tuitune_dirs):
     from tests.conftest import run_cli
-    from tests.test_downloads import SMOL_FILE, SMOL_REPO
+    from tests.support.model_files import SMOL_FILE, SMOL_REPO
 
     unknown = run_cli("train", "--name", "t", "--base", f"{SMOL_REPO}:Q4_1", "--data", "data/tuitune-identity.jsonl")
     assert unknown.returncode != 0 and f"tuitune models add {SMOL_REPO}:Q4_1" in unknown.stderr

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from textual.content import Content
 from textual.screen import Screen
 
-from tests.tui_helpers import scripted_app
+from tests.support.pilot import scripted_app
 from tuitune.cli import Style, _print_result
 from tuitune.compare import Result
 from tuitune.safe_text import inert, safe_json

@@ -1,6 +1,6 @@
 """An API key a server echoes back never reaches the screen, the terminal or the history file.
 
-A real local OpenAI-compatible server (tests/openai_stub.py, mode ``echo-key``) repeats the key it received
+A real local OpenAI-compatible server (tests/support/openai_stub.py, mode ``echo-key``) repeats the key it received
 in its streamed answer, split across chunks, and lists it as a model id; the real engine, the real CLI and
 the real app (with its real SQLite history) must show the marker instead.
 """
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_cli
-from tests.openai_stub import OpenAIStub, echo_key_pieces
-from tests.tui_helpers import type_and_send, wait_idle
+from tests.support.openai_stub import OpenAIStub, echo_key_pieces
+from tests.support.pilot import type_and_send, wait_idle
 from tuitune.engines import Message, Request, Sampling
 from tuitune.engines.openai import Endpoint, OpenAIEngine
 

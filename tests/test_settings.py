@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import Input, Label
 
-from tests.tui_helpers import scripted_app, type_and_send, wait_idle
+from tests.support.pilot import scripted_app, type_and_send, wait_idle
 from tuitune.errors import TuituneError
 from tuitune.settings import Settings, load_settings, save_settings, settings_path
 from tuitune.tui.screens.dialogs import PaneParams

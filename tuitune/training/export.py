@@ -4,7 +4,7 @@ The format is in the shared notes (lora-gguf §3): the base's architecture, ``ge
 ``adapter.type = lora``, ``adapter.lora.alpha``; per adapted weight ``<base tensor>.lora_a`` (r, in) and
 ``.lora_b`` (out, r) as PEFT stores them. One trap: llama.cpp keeps the llama architecture's Q and K rows
 regrouped per head, so ``lora_b`` of q_proj/k_proj must get the same row permutation. Getting it wrong is
-invisible in a quick chat and shows only in a logit comparison, which is what tests/test_adapter.py does.
+invisible in a quick chat and shows only in a logit comparison, which is what tests/training/test_adapter.py does.
 """
 
 from __future__ import annotations
