@@ -81,6 +81,11 @@ class ModelEntry:
     origin: Path | None = None  # the catalog file this entry came from
     line: int | None = None
 
+    @property
+    def remote(self) -> bool:
+        """Served over the OpenAI-compatible API: an endpoint, or a finetune that lives on a service."""
+        return bool(self.endpoint)
+
 
 class Catalog:
     """An ordered, validated set of model entries."""
@@ -294,6 +299,13 @@ def _parse_entry(raw: Any, where: str, path: Path, line: int | None) -> ModelEnt
         for key in ("base_url", "model"):
             _require_str(raw, key, where, "an endpoint needs base_url and model")
         endpoint = _parse_endpoint(raw, where)
+    elif kind == "finetuned" and "base_url" in raw:  # trained on a fine-tuning service, served there
+        _require_str(raw, "model", where, "a finetune on a service needs base_url and model (the fine-tuned model id)")
+        if "adapter" in raw:
+            raise CatalogError(f"{where}: a finetune on a service (base_url) has no local 'adapter'; remove one")
+        endpoint = _parse_endpoint(raw, where)
+        if "base" in raw:
+            raw.setdefault("pair", raw["base"])
     elif kind == "finetuned":
         base = _require_str(raw, "base", where, "the id of the base model the adapter was trained on")
         adapter_text = _require_str(raw, "adapter", where, "path to the LoRA adapter .gguf")
@@ -384,7 +396,7 @@ def _check_references(entries: list[ModelEntry]) -> None:
             )
         if entry.pair == entry.id:
             raise CatalogError(f"{where}: pair points to itself; name its base/chat sibling")
-        if entry.kind == "finetuned" and entry.base not in ids:
+        if entry.kind == "finetuned" and entry.base not in ids and not (entry.remote and entry.base is None):
             raise CatalogError(f"{where}: base '{entry.base}' is not a model in the catalog")
 
 

@@ -54,7 +54,7 @@ def _model_settings(model_ref: str, n_ctx: int | None, gpu_layers: int | None = 
 
     model = resolve_model(model_ref)
     entry = model.entry
-    if entry is not None and entry.kind == "endpoint":
+    if entry is not None and entry.remote:
         raise TuituneError(f"'{entry.id}' is a remote endpoint; serve a local model (base, chat or finetuned)")
     adapter = None
     chat_format = None

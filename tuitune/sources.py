@@ -112,7 +112,7 @@ def base_entry(entry: ModelEntry, catalog: Catalog | None = None) -> ModelEntry:
 
 def is_installed(entry: ModelEntry, catalog: Catalog | None = None) -> bool:
     """True when the model can run without the network (for a chunked package: the chunks are there)."""
-    if entry.kind == "endpoint":
+    if entry.remote:
         return True
     if entry.kind == "finetuned":
         if entry.adapter is None or not entry.adapter.exists():
@@ -183,7 +183,7 @@ def _assemble(entry: ModelEntry) -> Path:
 
 def model_path(entry: ModelEntry, catalog: Catalog | None = None) -> Path:
     """The GGUF file for ``entry`` (assembling a chunked PyPI model on first use); a finetune's is its base's."""
-    if entry.kind == "endpoint":
+    if entry.remote:
         raise TuituneError(f"model '{entry.id}' is a remote endpoint and has no local file")
     if entry.kind == "finetuned":
         return model_path(base_entry(entry, catalog))

@@ -175,9 +175,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_gpu_layers_flag(evaluate)
     evaluate.set_defaults(func=cmd_eval)
 
-    runs = commands.add_parser("runs", help="the eval runs kept in evals.sqlite3 (every `tuitune eval` keeps one)")
+    runs = commands.add_parser("runs", help="training runs (local and on a service), then the kept eval runs")
     runs.add_argument("--json", action="store_true")
     runs.add_argument("--limit", type=int, metavar="N", help="only the N newest runs")
+    runs.add_argument(
+        "--training",
+        action="store_true",
+        help="training runs only, local and on a service (--json: one object per run)",
+    )
     runs.set_defaults(func=cmd_runs)
     runs_commands = runs.add_subparsers(dest="runs_command", metavar="{show}")
     runs_show = runs_commands.add_parser("show", help="one kept run: settings, scoreboard and matrix")
@@ -275,7 +280,20 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--prepare", action="store_true",
                        help="check everything and write the run's config, but start nothing (for torchrun across "
                        "machines: docs/training.md)")  # fmt: skip
-    train.add_argument("--resume", action="store_true", help="continue the run NAME from its last checkpoint")
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run NAME from its last checkpoint (a job on a service: follow it again)",
+    )
+    train.add_argument(
+        "--remote",
+        metavar="ENDPOINT",
+        help="train on a fine-tuning service (an OpenAI-compatible endpoint in the catalog): --base is "
+        "the service's model name; takes --epochs, --batch-size, --lr-multiplier, --suffix",
+    )
+    train.add_argument("--lr-multiplier", type=float, metavar="X", help="--remote: scales the service's learning rate")
+    train.add_argument("--suffix", metavar="S", help="--remote: added to the fine-tuned model's name")
+    train.add_argument("--cancel", action="store_true", help="cancel the job of the remote run NAME on its service")
     train.set_defaults(func=cmd_train)
 
     pull = commands.add_parser(

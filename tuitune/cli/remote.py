@@ -95,7 +95,7 @@ def cmd_endpoint_test(args: argparse.Namespace) -> int:
     from tuitune.engines import Message, Request, Sampling, open_engine, resolve_model
 
     entry = load_catalog().get(args.name)
-    if entry.kind != "endpoint":
+    if not entry.remote:
         raise TuituneError(f"'{entry.id}' is a {entry.kind} model, not an endpoint")
     engine = open_engine(resolve_model(entry.id))
     endpoint = engine.endpoint

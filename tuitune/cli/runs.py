@@ -137,6 +137,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
         return cmd_runs_show(args)
     if args.limit is not None and args.limit < 1:
         raise TuituneError(f"--limit must be at least 1, not {args.limit}")
+    if args.training:
+        return _training_runs(args)
+    if not args.json:
+        _training_runs(args, heading=True)
     store = _open_store()
     runs = [] if store is None else store.runs(limit=args.limit)
     if store is not None:
@@ -154,6 +158,52 @@ def cmd_runs(args: argparse.Namespace) -> int:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         print(inert("  ".join(value.ljust(width) for value, width in zip(row, widths, strict=False)) + "  " + row[-1]))
+    return 0
+
+
+def training_rows(limit: int | None = None) -> list[dict[str, Any]]:
+    """Local and remote training runs, newest last: name, where, base, state, step, total, last loss, job."""
+    from tuitune.training.runs import list_runs, read_json, read_metrics, run_status
+
+    rows = []
+    for directory in list_runs()[-limit if limit else None :]:
+        config = read_json(directory / "config.json") or {}
+        remote = config.get("remote") if isinstance(config.get("remote"), dict) else None
+        status = run_status(directory)
+        metrics = read_metrics(directory)
+        rows.append({"name": directory.name, "where": f"remote {remote.get('endpoint')}" if remote else "local",
+                     "base": remote.get("model") if remote else config.get("base"), "state": status.get("state"),
+                     "step": status.get("step", 0), "total_steps": status.get("total_steps"),
+                     "loss": metrics[-1].get("loss") if metrics else None,
+                     "job": remote.get("job_id") if remote else None,
+                     "message": status.get("message")})  # fmt: skip
+    return rows
+
+
+def _training_runs(args: argparse.Namespace, heading: bool = False) -> int:
+    from tuitune.safe_text import inert, safe_json
+
+    rows = training_rows(args.limit)
+    if args.json:
+        print(safe_json(rows, indent=2))
+        return 0
+    if heading and not rows:  # before the eval runs: only when there are training runs to list
+        return 0
+    if heading:
+        print("training runs")
+    table = [("name", "where", "base", "state", "step", "loss")]
+    for row in rows:
+        step = f"{row['step']}/{row['total_steps']}" if row["total_steps"] else str(row["step"])
+        loss = f"{row['loss']:.4f}" if isinstance(row["loss"], (int, float)) else "-"
+        table.append((row["name"], row["where"], str(row["base"]), str(row["state"]), step, loss))
+    if rows:
+        widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+        for line in table:
+            print(inert("  ".join(value.ljust(width) for value, width in zip(line, widths, strict=True)).rstrip()))
+    elif not heading:
+        print("no training runs yet: `tuitune train` (or --remote ENDPOINT) starts one")
+    if heading:
+        print("\neval runs")
     return 0
 
 

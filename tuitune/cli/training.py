@@ -149,6 +149,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tuitune.paths import private_app_dir
     from tuitune.training.runs import TrainConfig, run_dir, run_status, trainer_command
 
+    if args.name is None and getattr(args, "remote", None) and args.base:
+        from tuitune.cli.remote_train import default_name
+
+        args.name = default_name(args.base)
     if args.name is None:
         from tuitune.training.presets import recipe_for
 
@@ -159,6 +163,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not _ID_PATTERN.match(args.name):
         raise TuituneError(f"--name '{args.name}' may use only letters, digits, '.', '_' and '-'")
     directory = run_dir(args.name)
+    if getattr(args, "remote", None) or getattr(args, "cancel", False) or (args.resume and _remote_run(directory)):
+        from tuitune.cli.remote_train import cmd_train_remote
+
+        return cmd_train_remote(args, directory)
+    for flag in ("lr_multiplier", "suffix"):
+        if getattr(args, flag, None) is not None:
+            raise TuituneError(f"--{flag.replace('_', '-')} applies to a service's job: add --remote ENDPOINT")
     catalog = load_catalog()
     if args.resume:
         if not (directory / "config.json").exists():
@@ -202,6 +213,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         details = directory / "stderr.log"
         raise TuituneError(f"training failed: {status.get('message', 'no message')} (details: {details})")
     return 0 if code == 0 else code
+
+
+def _remote_run(directory: Path) -> bool:
+    from tuitune.remote_training.runs import is_remote
+
+    return is_remote(directory)
 
 
 def cmd_export_adapter(args: argparse.Namespace) -> int:

@@ -91,7 +91,7 @@ def open_engine(
     if entry is None:
         return LlamaCppEngine(model.path, model_id=model.id, n_ctx=n_ctx, logits_all=logits_all, load=load,
                               gpu_layers=gpu_layers)  # fmt: skip
-    if entry.kind == "endpoint":
+    if entry.remote:
         from tuitune.engines.openai import Endpoint, OpenAIEngine
 
         return OpenAIEngine(Endpoint.from_entry(entry), model_id=entry.id, n_ctx=n_ctx or entry.context_length)

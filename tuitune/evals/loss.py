@@ -72,7 +72,7 @@ def _formatting(model: ResolvedModel, catalog: Catalog) -> tuple[Path, str | Non
     if entry is None:
         assert model.path is not None
         return model.path, None
-    if entry.kind == "endpoint":
+    if entry.remote:
         raise TuituneError(
             f"held-out loss needs the model's logits; '{entry.id}' is a remote endpoint, which does not give them"
         )

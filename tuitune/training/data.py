@@ -78,6 +78,7 @@ class DatasetReport:
     total_tokens: int = 0  # context + reply tokens over all sequences, before any cut
     trained_tokens: int = 0  # reply tokens that carry loss, after cuts
     tokens_per_epoch: int = 0  # tokens the model reads in one epoch, after cuts
+    file_tokens: int = 0  # every example's tokens once, from characters: what a fine-tuning service bills per epoch
     estimated: bool = True  # counts come from characters / 4, not from the model's tokenizer
     tokens_per_second: float | None = None
     problems: list[Problem] = field(default_factory=list)
@@ -111,6 +112,7 @@ class DatasetReport:
             "total_tokens": self.total_tokens,
             "trained_tokens": self.trained_tokens,
             "tokens_per_epoch": self.tokens_per_epoch,
+            "file_tokens": self.file_tokens,
             "max_length": self.max_length,
             "estimated": self.estimated,
             "tokens_per_second": self.tokens_per_second,
@@ -136,6 +138,7 @@ class DatasetReport:
                 f"  tokens            {self.total_tokens:,}{note}",
                 f"  trained tokens    {self.trained_tokens:,} (replies only; the context is masked)",
                 f"  tokens per epoch  {self.tokens_per_epoch:,} (max length {self.max_length:,})",
+                f"  tokens in file    {self.file_tokens:,} (each example once: what a service bills per epoch)",
                 f"  time per epoch    {timing}",
             ]
         errors, warnings = len(self.errors), len(self.warnings)
@@ -208,6 +211,7 @@ def check_dataset(
             )
             continue
         examples.append(item)
+        report.file_tokens += example_tokens(item)
         long = _length_problem(item.line, sequences, max_length, report.estimated)
         if long is not None:
             report.problems.append(long)
@@ -506,6 +510,14 @@ def _identity(example: Example) -> str:
 
 def _approx_tokens(text: str) -> int:
     return max(1, math.ceil(len(text) / CHARS_PER_TOKEN))
+
+
+def example_tokens(example: Example) -> int:
+    """An example's tokens counted once, every message with its role markers (estimated from characters): what
+    a fine-tuning service bills per epoch, unlike the trainer's sequences, which repeat a conversation's context."""
+    if example.messages is None:
+        return _approx_tokens(example.prompt or "") + _approx_tokens(example.completion or "") + 2
+    return sum(_approx_tokens(message.content) + TEMPLATE_TOKENS_PER_MESSAGE for message in example.messages)
 
 
 def _estimate_tokens(example: Example) -> list[tuple[int, int]]:

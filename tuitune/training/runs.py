@@ -62,6 +62,7 @@ class TrainConfig:
     early_stop: int | None = None  # stop after this many evaluations without a better validation loss
     preset: dict[str, Any] | None = None  # the preset applied and where each setting came from (presets.Resolved)
     min_delta: float = 0.0  # an evaluation improves on the best only when lower by more than this
+    remote: dict[str, Any] | None = None  # a job on a fine-tuning service (remote_training/runs.py): endpoint, ids
 
     def validate(self) -> None:
         problems = []
@@ -216,6 +217,12 @@ def run_status(directory: Path) -> dict[str, Any]:
     as "interrupted". Nothing is written back: only the trainer writes its run's files."""
     path = directory / "status.json"
     status = read_json(path) or {"state": "new"}
+    if status.get("remote") and status.get("state") in ("uploading", "queued", "running"):
+        if not pid_alive(status.get("pid")):  # the job goes on without us: nothing was interrupted
+            status["state"] = "detached"
+            status["message"] = (f"the job runs on the service but is not followed; Ctrl+R (or `tuitune train "
+                                 f"--name {directory.name} --resume`) follows it again")  # fmt: skip
+        return status
     if status.get("state") in ("starting", "running"):
         try:
             written = path.stat().st_mtime

@@ -4,6 +4,7 @@ Training runs in its own process (``python -m tuitune.training.train RUN_DIR``),
 so it survives this app (quit and come back: the run is still listed, and live). The screen only reads the
 run directory twice a second: ``status.json``, new lines of ``metrics.jsonl`` (by offset) and of
 ``train.log``. Stop sends SIGINT, which the trainer turns into "finish this step, save a checkpoint".
+A job on a fine-tuning service is a run like the others (train_remote.py): Stop cancels it there.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from tuitune.training.runs import (
     trainer_command,
     training_active,
 )
-from tuitune.tui.screens import train_form
+from tuitune.tui.screens import train_form, train_remote
 from tuitune.tui.screens.run_compare import RunCompareScreen
 from tuitune.tui.screens.train_form import PlanLine
 from tuitune.tui.widgets.loss_chart import LossChart
@@ -124,6 +125,9 @@ class TrainScreen(Screen):
         table = self.query_one("#train-runs", DataTable)
         for column in ("run", "base", "state", "step", "loss"):
             table.add_column(column, key=column)
+        followed = train_remote.reattach_detached()  # jobs on a service that went on while the app was away
+        if followed:
+            self.notify(inert(f"following again: {', '.join(followed)}"), markup=False)
         self.refresh_runs()
         runs = list_runs()
         if runs:
@@ -183,7 +187,7 @@ class TrainScreen(Screen):
             status = run_status(directory)
             metrics = read_metrics(directory)
             loss = f"{metrics[-1]['loss']:.3f}" if metrics else "-"
-            table.add_row(Text(inert(directory.name)), Text(inert(str(config.get("base", "?")))),
+            table.add_row(Text(inert(directory.name)), Text(inert(train_remote.base_label(config))),
                           Text(inert(str(status.get("state", "?")))), Text(inert(str(status.get("step", 0)))), loss,
                           key=directory.name)  # fmt: skip
 
@@ -242,7 +246,9 @@ class TrainScreen(Screen):
         text = Text()
         text.append(inert(self.selected), style="bold")
         text.append(f"  {status.get('state', '?')}  step {status.get('step', 0)}/{status.get('total_steps', '?')}")
-        if last:
+        if status.get("remote"):  # a job on a service: where it runs instead of this machine's speed
+            text.append(inert(f"  ·  {train_remote.where(run_dir(self.selected))}"))
+        elif last:
             text.append(f"  ·  {last.get('tokens_per_s', 0):.0f} tok/s")
             eta = last.get("eta")
             if eta is not None and status.get("state") == "running":
@@ -337,17 +343,40 @@ class TrainScreen(Screen):
 
     def action_stop(self) -> None:
         status = run_status(run_dir(self.selected)) if self.selected else {}
+        if self.selected and train_remote.is_remote(run_dir(self.selected)):
+            if status.get("state") not in ("queued", "running", "detached", "uploading"):
+                self.notify("the selected job is not running", severity="warning")
+                return
+            self.notify("asking the service to cancel the job…")
+            self.cancel_remote(run_dir(self.selected))
+            return
         if status.get("state") != "running" or not status.get("pid"):
             self.notify("no running run selected", severity="warning")
             return
         os.kill(int(status["pid"]), signal.SIGINT)
         self.notify("stopping after the current step; the checkpoint is kept (Ctrl+R resumes)")
 
+    @work(thread=True, group="cancel", exit_on_error=False)
+    def cancel_remote(self, directory: Path) -> None:
+        try:
+            line, severity = train_remote.cancel_job(directory), "information"
+        except TuituneError as error:
+            line, severity = str(error), "error"
+        self.app.call_from_thread(self.notify, inert(line), severity=severity, markup=False)
+
     def action_resume(self) -> None:
         if self.selected is None:
             self.notify("pick a run to resume", severity="warning")
             return
         state = run_status(run_dir(self.selected)).get("state")
+        if train_remote.is_remote(run_dir(self.selected)):
+            if state != "detached":
+                self.notify(f"run '{self.selected}' is {state}; only a job nobody follows is followed again",
+                            severity="warning", markup=False)  # fmt: skip
+                return
+            train_remote.follow_in_background(run_dir(self.selected))
+            self.notify(f"following '{self.selected}' again", markup=False)
+            return
         if state not in ("new", "stopped", "interrupted", "failed"):  # new: prepared with `train --prepare`
             self.notify(f"run '{self.selected}' is {state}; only a stopped or interrupted run resumes",
                         severity="warning", markup=False)  # fmt: skip
@@ -368,8 +397,16 @@ class TrainScreen(Screen):
             return
         config = TrainConfig.from_json(directory / "config.json")
         self.tuitune.reload_catalog()
+        catalog = self.tuitune.catalog
         prompt = _first_question(config.val) if config.val else None
-        await self.tuitune.open_compare([config.base, config.name], prompt=prompt)
+        base = config.base
+        if config.remote is not None:  # the base is the catalog endpoint the registered finetune names
+            entry = catalog.get(config.name) if config.name in catalog else None
+            if entry is None or not entry.base:
+                self.notify("no endpoint for the base model in the catalog: add one to compare", severity="warning")
+                return
+            base = entry.base
+        await self.tuitune.open_compare([base, config.name], prompt=prompt)
 
     def action_runs_chart(self) -> None:
         self.app.push_screen(RunCompareScreen(self.selected))  # past runs' curves overlaid, settings side by side
