@@ -82,6 +82,11 @@ class ModelEntry:
     line: int | None = None
 
     @property
+    def has_adapter(self) -> bool:
+        """A base model plus a local LoRA adapter, whose strength can be blended (not a finetune on a service)."""
+        return self.kind == "finetuned" and not self.endpoint
+
+    @property
     def remote(self) -> bool:
         """Served over the OpenAI-compatible API: an endpoint, or a finetune that lives on a service."""
         return bool(self.endpoint)

@@ -128,7 +128,7 @@ def run_comparisons(
         raise TuituneError("no models given: pass --models A,B")
     catalog = catalog if catalog is not None else load_catalog()
     resolved = [resolve_model(ref, catalog) for ref in models]  # unknown ids fail before any loading
-    local_finetunes = [m for m in resolved if m.entry and m.entry.kind == "finetuned" and not m.entry.remote]
+    local_finetunes = [m for m in resolved if m.entry and m.entry.has_adapter]
     if adapter_scale is not None and not local_finetunes:
         raise TuituneError("--adapter-scale sets the strength of a finetuned (LoRA) model; none is being compared")
     sampling = sampling or Sampling()
@@ -148,7 +148,7 @@ def run_comparisons(
     def run_model(model_index: int, model: ResolvedModel) -> None:
         engine: Engine | None = None
         try:
-            finetuned = model.entry is not None and model.entry.kind == "finetuned" and not model.entry.remote
+            finetuned = model.entry is not None and model.entry.has_adapter
             scale = adapter_scale if finetuned and adapter_scale is not None else 1.0
             engine = open_engine(model, n_ctx=n_ctx, adapter_scale=scale, catalog=catalog, gpu_layers=gpu_layers)
         except TuituneError as error:

@@ -166,7 +166,8 @@ def test_each_refusal_is_one_clear_line_without_the_key(service, tuitune_dirs, m
     service.mode = mode
     result = train(f"refused-{mode}")
     message = one_clear_error(result, *fragments)
-    assert "\x1b" not in result.stderr + result.stdout
+    assert "\x1b" not in result.stderr + result.stdout and "[31m" not in result.stderr  # dropped, not half shown
+    assert ".;" not in result.stderr
     assert_no_key(result.stdout, result.stderr, *run_files(tuitune_dirs["data"], f"refused-{mode}").values())
     status = json.loads((tuitune_dirs["data"] / "runs" / f"refused-{mode}" / "status.json").read_text())
     assert status["state"] == "failed" and status["message"] in message
@@ -178,7 +179,8 @@ def test_each_refusal_is_one_clear_line_without_the_key(service, tuitune_dirs, m
 def test_a_job_that_fails_says_why(service, tuitune_dirs):
     service.mode = "job-fails"
     result = train("fails")
-    one_clear_error(result, "run 'fails' failed", "the job failed on the service")
+    one_clear_error(result, "run 'fails': the job failed on the service", "invalid training file")
+    assert "the job failed on the service" not in result.stdout  # said once, in the error line
     rows = (tuitune_dirs["data"] / "runs" / "fails" / "metrics.jsonl").read_text().splitlines()
     assert rows and all(json.loads(row)["step"] <= service.fail_at_step for row in rows)
 
@@ -328,3 +330,27 @@ def test_any_event_the_service_sends_becomes_a_metrics_line_or_nothing(event, to
     if row is not None:
         assert isinstance(row["step"], int) and math.isfinite(row["loss"])
         json.dumps(row, allow_nan=False)
+
+
+def test_a_refused_job_is_created_again_by_resume_with_the_files_already_uploaded(service, tuitune_dirs):
+    service.mode = "rate-limited"
+    one_clear_error(train("retry", "--val", str(HELDOUT)), "rate limiting (429)", "retry in 7 s")
+    assert len(service.uploaded()) == 2 and not service.jobs
+    service.mode = "ok"
+    again = run_cli("train", "--name", "retry", "--resume", timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert "creating it (files already uploaded are not sent again)" in again.stdout
+    assert len(service.uploaded()) == 2 and len(service.jobs) == 1  # no second upload
+    assert "added to the catalog as 'retry'" in again.stdout
+
+
+def test_resume_and_cancel_say_what_the_run_is_before_asking_the_service(service, tuitune_dirs):
+    one_clear_error(run_cli("train", "--name", "nope", "--resume"), "no run named 'nope'")
+    one_clear_error(run_cli("train", "--remote", "svc-base", "--name", "nope", "--resume"), "no run named 'nope'")
+    one_clear_error(run_cli("train", "--name", "nope", "--cancel"), "no run named 'nope'")
+    assert train("finished").returncode == 0
+    one_clear_error(run_cli("train", "--name", "finished", "--cancel", "--resume"), "--cancel takes only --name")
+    before = len(service.requests)
+    cancelled = run_cli("train", "--name", "finished", "--cancel", env={"FT_KEY": ""})
+    assert cancelled.returncode == 0 and "is done: there is no job to cancel" in cancelled.stdout
+    assert len(service.requests) == before

@@ -101,7 +101,9 @@ async def test_stop_cancels_the_job_and_a_job_nobody_follows_is_followed_again(s
         pid = json.loads((run / "status.json").read_text())["pid"]
         assert pid != follower.pid and pid_alive(pid)
         screen.select_run("long-job")
-        await pilot.press("ctrl+t")
+        await pilot.press("ctrl+t")  # a billed job: asked first
+        await until(pilot, lambda: type(pilot.app.screen).__name__ == "Confirm", "the question")
+        await pilot.press("y")
         [job] = service.jobs.values()
         await until(pilot, lambda: job.status == "cancelled", "the service cancelled the job")
         await until(pilot, lambda: run_status(run).get("state") == "cancelled", "the run says cancelled")
@@ -133,3 +135,30 @@ def test_remote_run_snapshot(snap_compare, service, tuitune_dirs, tmp_path: Path
         await pilot.pause(0.8)
 
     assert snap_compare(app, terminal_size=(130, 40), run_before=train_screen)
+
+
+async def test_a_job_is_not_followed_again_without_its_key_and_the_screen_says_why(
+    service, tuitune_dirs, tmp_path, monkeypatch
+):
+    service.poll_delay_s, service.steps, service.steps_per_poll = 0.1, 400, 1
+    run = tuitune_dirs["data"] / "runs" / "keyless"
+    follower = subprocess.Popen(remote_train("keyless"), cwd=REPO, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 30
+    while run_status(run).get("state") != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    follower.send_signal(signal.SIGKILL)
+    follower.wait(timeout=10)
+    monkeypatch.delenv("FT_KEY")  # the app started from a shell without the key
+    app, _ = scripted_app(tmp_path)
+    async with app.run_test(size=(130, 40)) as pilot:
+        await open_train(pilot)
+        await pilot.pause(0.5)
+        shown = [str(n.message) for n in app._notifications]
+        assert any("'keyless' not followed" in line and "FT_KEY is not set" in line for line in shown), shown
+        assert run_status(run)["state"] == "detached"
+        await pilot.press("ctrl+r")
+        await pilot.pause(0.3)
+        assert sum("FT_KEY is not set" in str(n.message) for n in app._notifications) >= 2
+    assert not (run / "stderr.log").exists() or "Traceback" not in (run / "stderr.log").read_text()

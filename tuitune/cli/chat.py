@@ -92,7 +92,7 @@ def _open_for_chat(args: argparse.Namespace):
     from tuitune.engines import open_engine, resolve_model
 
     model = resolve_model(args.model)
-    if args.adapter_scale is not None and (model.entry is None or model.entry.kind != "finetuned"):
+    if args.adapter_scale is not None and (model.entry is None or not model.entry.has_adapter):
         raise TuituneError(f"--adapter-scale sets a finetuned (LoRA) model's strength; '{model.id}' is not one")
     if args.prompt == "" and (args.mode or model.default_mode) == "raw":
         raise TuituneError(EMPTY_RAW_PROMPT)  # before the model loads, when the mode is known already

@@ -31,13 +31,49 @@ def default_name(model: str) -> str:
 def cmd_train_remote(args: argparse.Namespace, directory: Path) -> int:
     from tuitune.remote_training.runs import is_remote
 
-    if getattr(args, "cancel", False):
+    cancel = getattr(args, "cancel", False)
+    if cancel and (args.resume or args.remote):
+        raise TuituneError("--cancel takes only --name NAME: the run knows its service")
+    if (cancel or args.resume) and not (directory / "config.json").exists():
+        raise TuituneError(f"no run named '{args.name}' (`tuitune runs --training` lists them)")
+    if args.resume and args.remote:
+        raise TuituneError("--resume takes only --name NAME: the run knows its service and job")
+    if (cancel or args.resume) and not is_remote(directory):
+        raise TuituneError(f"run '{args.name}' trains on this machine: without --cancel, --resume continues it and "
+                           "Ctrl-C (or Stop on the Train screen) stops it")  # fmt: skip
+    if cancel:
         return _cancel(args, directory)
     if args.resume:
-        if not is_remote(directory):
-            raise TuituneError(f"run '{args.name}' trains on this machine; --resume continues it without --remote")
-        return _follow(args.name, directory, again=True)
+        return _resume(args.name, directory)
     return _start(args, directory)
+
+
+def _resume(name: str, directory: Path) -> int:
+    """Follow the job again; a run whose job was never created (refused, rate limited) creates it now, reusing
+    the files already uploaded."""
+    from tuitune.remote_training.runs import upload_and_create
+    from tuitune.training.runs import TrainConfig, read_json
+
+    config = TrainConfig.from_json(directory / "config.json")
+    status = read_json(directory / "status.json") or {}
+    if not (config.remote or {}).get("job_id"):
+        print(inert(f"run '{name}' has no job yet: creating it (files already uploaded are not sent again)"))
+        try:
+            upload_and_create(directory, config, sys.stdout)
+        except TuituneError as error:
+            _failed(directory, str(error))
+            raise
+        return _follow(name, directory, again=False)
+    if status.get("state") in ("done", "failed", "cancelled"):
+        message = status.get("message") or ""
+        print(inert(f"run '{name}' {_ended(status['state'])}: nothing to follow. {message}".rstrip()))
+        return 0
+    print(inert(f"run '{name}': following job {config.remote['job_id']} on {config.remote.get('endpoint')}"))
+    return _follow(name, directory, again=True)
+
+
+def _ended(state: str) -> str:
+    return {"done": "is done", "failed": "failed", "cancelled": "was cancelled"}.get(state, f"is {state}")
 
 
 def _start(args: argparse.Namespace, directory: Path) -> int:
@@ -51,8 +87,8 @@ def _start(args: argparse.Namespace, directory: Path) -> int:
     given = [name for name in LOCAL_ONLY if getattr(args, name, None) not in (None, False)]
     if given:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
-        raise TuituneError(f"{flags}: local training only; a service takes --epochs, --batch-size, --lr-multiplier "
-                           "and --suffix")  # fmt: skip
+        raise TuituneError(f"{flags}: local training only; a service takes --val, --epochs, --batch-size, "
+                           "--lr-multiplier and --suffix")  # fmt: skip
     if not args.base or not args.data:
         raise TuituneError("tuitune train --remote ENDPOINT needs --base MODEL_NAME (the service's model to finetune) "
                            "and --data FILE")  # fmt: skip
@@ -74,7 +110,8 @@ def _start(args: argparse.Namespace, directory: Path) -> int:
         if not check.ok:
             first, more = check.report.errors[0], len(check.report.errors) - 1
             others = f" (and {more} more: `tuitune data check {path}` lists them)" if more else ""
-            raise TuituneError(f"{path}: {first.text()}{others}; the service would refuse it: nothing was uploaded")
+            why = "" if first.line is None and check.report.format is None else "the service would refuse it: "
+            raise TuituneError(f"{path}: {first.text()}{others}; {why}nothing was uploaded")
         for problem in check.report.warnings:
             print(inert(f"{path}: {problem.text()}"), file=sys.stderr)
         training = training or check
@@ -97,7 +134,8 @@ def _start(args: argparse.Namespace, directory: Path) -> int:
         _failed(directory, str(error))
         raise
     except KeyboardInterrupt:
-        _failed(directory, "stopped before the job was created; start it again with another --name")
+        _failed(directory, f"stopped before the job was created; `tuitune train --name {config.name} --resume` "
+                           "creates it")  # fmt: skip
         raise
     return _follow(config.name, directory, again=False)
 
@@ -109,13 +147,10 @@ def _failed(directory: Path, message: str) -> None:
 
 
 def _follow(name: str, directory: Path, again: bool) -> int:
-    from tuitune.remote_training.runs import FINAL_STATES, follow
+    from tuitune.remote_training.runs import follow
     from tuitune.training.runs import pid_alive, read_json
 
     status = read_json(directory / "status.json") or {}
-    if again and status.get("state") in FINAL_STATES:
-        print(inert(f"run '{name}' is {status['state']}: nothing to follow. {status.get('message', '')}".rstrip()))
-        return 0
     if again and status.get("pid") and pid_alive(status.get("pid")):
         raise TuituneError(f"run '{name}' is already followed by process {status['pid']}")
     stop = threading.Event()
@@ -131,16 +166,17 @@ def _follow(name: str, directory: Path, again: bool) -> int:
     if state == "detached":
         return 130
     status = read_json(directory / "status.json") or {}
-    raise TuituneError(f"run '{name}' {state}: {status.get('message', 'no message')}")
+    raise TuituneError(f"run '{name}': {status.get('message') or _ended(state)}")
 
 
 def _cancel(args: argparse.Namespace, directory: Path) -> int:
-    from tuitune.remote_training.runs import cancel, is_remote
+    from tuitune.remote_training.runs import cancel
+    from tuitune.training.runs import read_json
 
-    if not (directory / "config.json").exists():
-        raise TuituneError(f"no run named '{args.name}' (runs live in {directory.parent})")
-    if not is_remote(directory):
-        raise TuituneError(f"run '{args.name}' trains on this machine; Ctrl-C (or Stop in the Train screen) stops it")
+    status = read_json(directory / "status.json") or {}
+    if status.get("state") in ("done", "failed", "cancelled"):
+        print(inert(f"run '{args.name}' {_ended(status['state'])}: there is no job to cancel"))
+        return 0
     state = cancel(directory)
     print(inert(f"run '{args.name}': the service says the job is {state}"))
     return 0

@@ -86,7 +86,7 @@ def open_engine(
 
     adapter_scale = check_adapter_scale(adapter_scale)
     entry = model.entry
-    if adapter_scale != 1.0 and (entry is None or entry.kind != "finetuned"):
+    if adapter_scale != 1.0 and (entry is None or not entry.has_adapter):
         raise TuituneError(f"an adapter scale applies to finetuned (LoRA) models; '{model.id}' is not one")
     if entry is None:
         return LlamaCppEngine(model.path, model_id=model.id, n_ctx=n_ctx, logits_all=logits_all, load=load,

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 
 KEY_REMOVED = "[api key removed]"
+# ESC [ … final byte (CSI: colours, cursor moves) and ESC ] … BEL or ESC \ (OSC: titles, clipboard, links)
+_TERMINAL_SEQUENCE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?")
 MIN_CUT_KEY = 8  # a held-back key prefix this long at the very end of an answer is removed too (a cut-off key)
 
 
@@ -30,7 +33,7 @@ def scrub(text: str, key: str) -> str:
 
 def one_line(text: str, key: str, limit: int = 200) -> str:
     """Server text for a one-line message: without the key, printable, on one line, short."""
-    text = scrub(text, key)
+    text = _TERMINAL_SEQUENCE.sub("", scrub(text, key))  # colour codes and the like: dropped, not shown half
     text = "".join(ch if ch.isprintable() else " " for ch in text)
     text = " ".join(text.split())
     return text[:limit] + ("…" if len(text) > limit else "")

@@ -82,7 +82,7 @@ def plan_columns(
 
 
 def _finetuned(model: ResolvedModel) -> bool:
-    return model.entry is not None and model.entry.kind == "finetuned" and not model.entry.remote
+    return model.entry is not None and model.entry.has_adapter
 
 
 class _Counter:

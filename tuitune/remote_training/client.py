@@ -177,7 +177,7 @@ class FineTuningClient:
         return endpoint_key(self.endpoint.api_key_env)
 
     def _http_error(self, status: int, body: bytes, path: str, retry_after: str | None, what: str) -> Exception:
-        text = one_line(error_text(body), self._key())
+        text = one_line(error_text(body), self._key()).rstrip(" .")  # ". ;" reads badly before "; what to do"
         detail = f": {text}" if text else ""
         where = self.where
         if status in (401, 403):

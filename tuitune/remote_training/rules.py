@@ -50,8 +50,9 @@ def check_for_service(path: Path, epochs: int | None) -> ServiceCheck:
     report = check_dataset(path, max_length=SERVICE_MAX_TOKENS)
     extra: list[Problem] = []
     if report.format is not None and not report.format.startswith("OpenAI chat"):
-        extra.append(Problem(None, f"the service takes OpenAI chat JSONL, one {{\"messages\": [...]}} per line; "
-                                   f"this file is {report.format}: convert it (docs/training.md)"))  # fmt: skip
+        extra.append(Problem(None, f"the service takes OpenAI chat JSONL and this file is {report.format}: write "
+                                   'each example as {"messages": [{"role": "user", "content": PROMPT}, {"role": '
+                                   '"assistant", "content": REPLY}]}'))  # fmt: skip
     elif report.format is not None and report.format.endswith("JSON array"):
         extra.append(Problem(None, "the service takes JSONL (one example per line), not one JSON array; write each "
                                    "example on its own line"))  # fmt: skip

@@ -186,11 +186,12 @@ def follow(directory: Path, out: TextIO | None = None, stopped: Callable[[], boo
         _status(directory, state, step=step, total_steps=total, last_event=seen, job_status=clean(job.get("status")),
                 fine_tuned_model=tuned, **extra)  # fmt: skip
         if state in FINAL_STATES:
-            if extra.get("message"):
-                _say(out, extra["message"])
+            if state == "done":  # a failure's message is the caller's one error line
+                _say(out, extra.get("message") or "done")
             return state
         attempt = 0 if events else attempt + 1
-        if sleep_until(time.monotonic() + wait_backoff(attempt, poll_seconds(), MAX_POLL_S), stopped):
+        longest = MAX_POLL_S if state == "queued" else MAX_POLL_S / 3  # a running job's curve stays close to live
+        if sleep_until(time.monotonic() + wait_backoff(attempt, poll_seconds(), longest), stopped):
             return _detach(directory, out)
 
 
@@ -206,7 +207,7 @@ def cancel(directory: Path) -> str:
     status = read_json(directory / "status.json") or {}
     if not pid_alive(status.get("pid")):
         _status(directory, JOB_STATES.get(str(job.get("status")), "cancelled"), job_status=job.get("status"),
-                message="cancelled on the service")  # fmt: skip
+                message="the job was cancelled on the service")  # fmt: skip
     return str(job.get("status", "cancelled"))
 
 
@@ -308,7 +309,7 @@ def _final(directory: Path, config: TrainConfig, job: dict[str, Any], client: Fi
         reason = one_line(str(error.get("message") or "no reason given"), endpoint_key(client.endpoint.api_key_env))
         extra["message"] = f"the job failed on the service: {reason}"
     elif state == "cancelled":
-        extra["message"] = "cancelled on the service"
+        extra["message"] = "the job was cancelled on the service"
     elif state == "done":
         from tuitune.remote_training.register import register
 

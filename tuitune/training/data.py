@@ -340,7 +340,7 @@ def _jsonl_records(text: str) -> Iterator[tuple[int, Any] | Problem]:
             hint = "each line of a JSONL file must be one complete JSON object"
             if raw.strip() in ("{", "["):
                 hint = "JSONL needs each example on one line: pretty-printed JSON objects spanning lines don't work"
-            yield Problem(number, f"invalid JSON ({error.msg} at column {error.colno}); {hint}")
+            yield Problem(number, f"invalid JSON ({error.msg}, column {error.colno}); {hint}")
 
 
 def _array_records(text: str) -> Iterator[tuple[int, Any] | Problem]:
@@ -363,7 +363,7 @@ def _array_records(text: str) -> Iterator[tuple[int, Any] | Problem]:
                 value, position = json_decode(text, position)
             except json.JSONDecodeError as error:
                 yield Problem(
-                    error.lineno, f"invalid JSON ({error.msg} at column {error.colno}); fix the syntax of the array"
+                    error.lineno, f"invalid JSON ({error.msg}, column {error.colno}); fix the syntax of the array"
                 )
                 return
             except LimitError as error:

@@ -185,7 +185,7 @@ class ConversationScreen(Screen):
         run["system"] = self.system if pane.settings.mode == "chat" else ""
         run["n_ctx"] = self.n_ctx
         entry = self.tuitune.catalog_entry(pane.settings.model)
-        run["adapter_scale"] = pane.settings.adapter_scale if entry and entry.kind == "finetuned" else None
+        run["adapter_scale"] = pane.settings.adapter_scale if entry and entry.has_adapter else None
         return run
 
     @on(ComparePane.Finished)

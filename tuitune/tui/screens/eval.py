@@ -199,7 +199,7 @@ class EvalScreen(Screen):
 
     def _finetuned(self, model: str) -> bool:
         entry = self.tuitune.catalog_entry(model)
-        return entry is not None and entry.kind == "finetuned"
+        return entry is not None and entry.has_adapter
 
     # -- running -----------------------------------------------------------------------------------
     def action_run(self) -> None:

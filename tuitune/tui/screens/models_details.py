@@ -48,7 +48,7 @@ def is_downloadable(entry: ModelEntry) -> bool:
 def source_text(entry: ModelEntry) -> str:
     if entry.source is not None:
         return entry.source.describe()
-    if entry.kind == "finetuned" and not entry.remote:
+    if entry.has_adapter:
         return f"base {entry.base} + adapter {entry.adapter}"
     config = entry.endpoint
     text = f"endpoint {config.get('base_url', '?')} · model {config.get('model', '?')}"

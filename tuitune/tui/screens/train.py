@@ -64,7 +64,7 @@ class Planned(Message):
         self.config, self.plan = config, plan
 
 
-class TrainScreen(Screen):
+class TrainScreen(train_remote.RemoteRunActions, Screen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+g", "check", "Check data", id="train.check"),
         Binding("ctrl+s", "start", "Start", id="train.start"),
@@ -125,9 +125,11 @@ class TrainScreen(Screen):
         table = self.query_one("#train-runs", DataTable)
         for column in ("run", "base", "state", "step", "loss"):
             table.add_column(column, key=column)
-        followed = train_remote.reattach_detached()  # jobs on a service that went on while the app was away
+        followed, problems = train_remote.reattach_detached()  # jobs on a service that went on meanwhile
         if followed:
             self.notify(inert(f"following again: {', '.join(followed)}"), markup=False)
+        for problem in problems:
+            self.notify(inert(problem), severity="error", markup=False)
         self.refresh_runs()
         runs = list_runs()
         if runs:
@@ -208,6 +210,7 @@ class TrainScreen(Screen):
     # -- polling -----------------------------------------------------------------------------------
     def poll(self) -> None:
         """Read what the trainer wrote since the last poll (small files, read by offset)."""
+        train_remote.reap()
         if self.selected is None:
             return
         directory = run_dir(self.selected)
@@ -344,11 +347,7 @@ class TrainScreen(Screen):
     def action_stop(self) -> None:
         status = run_status(run_dir(self.selected)) if self.selected else {}
         if self.selected and train_remote.is_remote(run_dir(self.selected)):
-            if status.get("state") not in ("queued", "running", "detached", "uploading"):
-                self.notify("the selected job is not running", severity="warning")
-                return
-            self.notify("asking the service to cancel the job…")
-            self.cancel_remote(run_dir(self.selected))
+            self.stop_remote(run_dir(self.selected), status)
             return
         if status.get("state") != "running" or not status.get("pid"):
             self.notify("no running run selected", severity="warning")
@@ -356,26 +355,13 @@ class TrainScreen(Screen):
         os.kill(int(status["pid"]), signal.SIGINT)
         self.notify("stopping after the current step; the checkpoint is kept (Ctrl+R resumes)")
 
-    @work(thread=True, group="cancel", exit_on_error=False)
-    def cancel_remote(self, directory: Path) -> None:
-        try:
-            line, severity = train_remote.cancel_job(directory), "information"
-        except TuituneError as error:
-            line, severity = str(error), "error"
-        self.app.call_from_thread(self.notify, inert(line), severity=severity, markup=False)
-
     def action_resume(self) -> None:
         if self.selected is None:
             self.notify("pick a run to resume", severity="warning")
             return
         state = run_status(run_dir(self.selected)).get("state")
         if train_remote.is_remote(run_dir(self.selected)):
-            if state != "detached":
-                self.notify(f"run '{self.selected}' is {state}; only a job nobody follows is followed again",
-                            severity="warning", markup=False)  # fmt: skip
-                return
-            train_remote.follow_in_background(run_dir(self.selected))
-            self.notify(f"following '{self.selected}' again", markup=False)
+            self.follow_remote(run_dir(self.selected), state)
             return
         if state not in ("new", "stopped", "interrupted", "failed"):  # new: prepared with `train --prepare`
             self.notify(f"run '{self.selected}' is {state}; only a stopped or interrupted run resumes",
@@ -393,7 +379,10 @@ class TrainScreen(Screen):
         directory = run_dir(self.selected)
         status = run_status(directory)
         if status.get("state") != "done":
-            self.notify("the run has not finished yet", severity="warning")
+            state = status.get("state")
+            ended = state in ("failed", "cancelled", "stopped", "interrupted")
+            self.notify(f"run '{self.selected}' {state}: no finetune to compare" if ended else
+                        "the run has not finished yet", severity="warning", markup=False)  # fmt: skip
             return
         config = TrainConfig.from_json(directory / "config.json")
         self.tuitune.reload_catalog()

@@ -176,7 +176,7 @@ class ComparePane(PaneRuns, Vertical, can_focus=True):
         entry = self.tuitune.catalog_entry(self.settings.model)
         kind = f" · {entry.kind}" if entry else ""
         badge = ("  ≠ params ", "reverse") if self.differs_from_shared() else ""
-        strength = f" · strength {self.settings.adapter_scale:.2f}" if entry and entry.kind == "finetuned" else ""
+        strength = f" · strength {self.settings.adapter_scale:.2f}" if entry and entry.has_adapter else ""
         backend = f" · {self.backend_label}" if self.backend_label else ""
         label, style = header_state(self.status)
         header = Text.assemble(
@@ -416,7 +416,7 @@ class ComparePane(PaneRuns, Vertical, can_focus=True):
     def action_adapter_strength(self, delta: float) -> None:
         """Blend base and finetuned weights: takes effect on the next answer, without reloading the model."""
         entry = self.tuitune.catalog_entry(self.settings.model)
-        if entry is None or entry.kind != "finetuned":
+        if entry is None or not entry.has_adapter:
             self.app.notify("strength applies to finetuned models (a base + LoRA adapter)", severity="warning")
             return
         self.settings.adapter_scale = round(min(1.0, max(0.0, self.settings.adapter_scale + delta)), 2)
