@@ -18,9 +18,6 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,8 +25,9 @@ from typing import Any
 
 from tuitune.errors import TuituneError
 from tuitune.history_schema import STEPS
-from tuitune.paths import app_dirs, private_app_dir
+from tuitune.paths import app_dirs
 from tuitune.sqlite_schema import Schema
+from tuitune.sqlite_store import SqliteStore
 
 KINDS = ("chat", "compare")
 MODES = ("raw", "chat")
@@ -187,59 +185,18 @@ def _storage_error(path: Path, exc: sqlite3.Error) -> HistoryError:
     )
 
 
-class HistoryStore:
+class HistoryStore(SqliteStore):
     """Saved chats and comparisons. Safe to share between threads; every call is committed when it returns."""
 
+    SCHEMA = _SCHEMA
+    CONTENTS = "the history"
+    ERROR = HistoryError
+
     def __init__(self, path: Path | None = None) -> None:
-        self.path = Path(path) if path is not None else default_history_path()
-        self._lock = threading.Lock()
-        try:
-            private_app_dir(self.path.parent)
-            self._db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=False)
-        except OSError as exc:
-            raise HistoryError(f"cannot create {self.path.parent} for the history ({exc.strerror})") from exc
-        except sqlite3.Error as exc:
-            raise _storage_error(self.path, exc) from exc
-        self._db.row_factory = sqlite3.Row
-        try:
-            # Read the schema before anything that writes, so a file that is not a database is never touched.
-            self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = NORMAL")
-            self._db.execute("PRAGMA foreign_keys = ON")
-            _SCHEMA.upgrade(self._db, self.path)
-        except sqlite3.Error as exc:
-            self._db.close()
-            raise _storage_error(self.path, exc) from exc
-        except BaseException:
-            self._db.close()
-            raise
+        super().__init__(Path(path) if path is not None else default_history_path())
 
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    def __enter__(self) -> HistoryStore:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    @contextmanager
-    def _transaction(self, write: bool = True) -> Iterator[sqlite3.Connection]:
-        """Hold the lock for one transaction, committed before the caller returns (a read gets one snapshot)."""
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-                try:
-                    yield self._db
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    if self._db.in_transaction:
-                        self._db.rollback()
-                    raise
-            except sqlite3.Error as exc:
-                raise _storage_error(self.path, exc) from exc
+    def storage_error(self, exc: sqlite3.Error) -> Exception:
+        return _storage_error(self.path, exc)
 
     def _touch(self, db: sqlite3.Connection, conversation_id: int, now: str) -> None:
         """Move the conversation to the top of the list; a missing one is an error rather than a silent no-op."""

@@ -12,17 +12,15 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuitune.errors import TuituneError
-from tuitune.paths import app_dirs, private_app_dir
+from tuitune.paths import app_dirs
 from tuitune.sqlite_schema import Schema
+from tuitune.sqlite_store import SqliteStore
 
 if TYPE_CHECKING:
     from tuitune.evals.results import EvalResults
@@ -148,57 +146,18 @@ _SCHEMA = Schema(name="eval", owner="tuitune's eval runs", steps=(_v1_runs_and_c
 SCHEMA_VERSION = _SCHEMA.version
 
 
-class EvalStore:
+class EvalStore(SqliteStore):
     """Stored eval runs. Safe to share between threads; every call is committed when it returns."""
 
+    SCHEMA = _SCHEMA
+    CONTENTS = "the eval runs"
+    ERROR = EvalStoreError
+
     def __init__(self, path: Path | None = None) -> None:
-        self.path = Path(path) if path is not None else default_eval_store_path()
-        self._lock = threading.Lock()
-        try:
-            private_app_dir(self.path.parent)
-            self._db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=False)
-        except OSError as exc:
-            raise EvalStoreError(f"cannot create {self.path.parent} for the eval runs ({exc.strerror})") from exc
-        except sqlite3.Error as exc:
-            raise _storage_error(self.path, exc) from exc
-        self._db.row_factory = sqlite3.Row
-        try:
-            self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()  # read before anything writes
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = NORMAL")
-            self._db.execute("PRAGMA foreign_keys = ON")
-            _SCHEMA.upgrade(self._db, self.path)
-        except sqlite3.Error as exc:
-            self._db.close()
-            raise _storage_error(self.path, exc) from exc
-        except BaseException:
-            self._db.close()
-            raise
+        super().__init__(Path(path) if path is not None else default_eval_store_path())
 
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    def __enter__(self) -> EvalStore:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    @contextmanager
-    def _transaction(self, write: bool = True) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-                try:
-                    yield self._db
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    if self._db.in_transaction:
-                        self._db.rollback()
-                    raise
-            except sqlite3.Error as exc:
-                raise _storage_error(self.path, exc) from exc
+    def storage_error(self, exc: sqlite3.Error) -> Exception:
+        return _storage_error(self.path, exc)
 
     def save(
         self,
