@@ -292,7 +292,10 @@ def test_a_run_cut_off_before_its_job_existed_is_failed_not_followed_forever(ser
     remote = {"endpoint": "svc-base", "base_url": service.base_url, "model": "stub-base", "api_key_env": "FT_KEY"}
     TrainConfig(name="cut", base="stub-base", data=str(DATA), remote=remote).write(run / "config.json")
     (run / "status.json").write_text(json.dumps({"state": "uploading", "pid": 999_999_999, "remote": True}))
-    assert run_status(run)["state"] == "detached"  # killed mid-upload: the Train screen would follow it again
+    assert run_status(run)["state"] == "detached"  # killed mid-upload
+    from tuitune.tui.screens.train_remote import reattach_detached
+
+    assert reattach_detached() == ([], [])  # the Train screen does not create (and bill) a job by itself
     with pytest.raises(Exception, match="stopped before the job was created"):
         follow(run)
     assert run_status(run)["state"] == "failed"

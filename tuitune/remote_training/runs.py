@@ -133,7 +133,7 @@ def follow(directory: Path, out: TextIO | None = None, stopped: Callable[[], boo
     remote = config.remote or {}
     job_id = str(remote.get("job_id") or "")
     if not job_id:  # stopped while uploading: nothing runs on the service, and nothing is left to follow
-        message = "stopped before the job was created; start it again (the upload is repeated)"
+        message = f"stopped before the job was created; `tuitune train --name {config.name} --resume` creates it"
         _status(directory, "failed", message=message)
         raise TuituneError(f"run '{config.name}' {message}")
     status = read_json(directory / "status.json") or {}

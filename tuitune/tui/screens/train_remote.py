@@ -65,7 +65,10 @@ def reattach_detached() -> tuple[list[str], list[str]]:
     """Follow again every remote run whose job still runs but that nobody follows: (names followed, problems)."""
     names, problems = [], []
     for directory in list_runs():
-        if is_remote(directory) and run_status(directory).get("state") == "detached":
+        remote = (read_json(directory / "config.json") or {}).get("remote") or {}
+        if not remote.get("job_id"):  # cut off before its job existed: creating one bills; the user decides
+            continue
+        if run_status(directory).get("state") == "detached":
             try:
                 follow_in_background(directory)
             except TuituneError as error:
