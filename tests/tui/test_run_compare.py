@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,16 @@ def test_runs_side_by_side_snapshot(snap_compare, tmp_path: Path, tuitune_dirs):
         await pilot.pause(0.3)
 
     assert snap_compare(app, terminal_size=(130, 34), run_before=overlay)
+
+
+def test_a_remote_run_shows_what_was_sent_to_the_service_not_local_defaults():
+    from tuitune.training.runs import TrainConfig
+    from tuitune.tui.screens.run_compare import COLUMNS, PastRun
+
+    remote = {"endpoint": "svc", "model": "gpt-mini", "lr_multiplier": 1.5, "batch_size": None}
+    config = asdict(TrainConfig(name="r", base="gpt-mini", data="d.jsonl", epochs=2, remote=remote))
+    rows = [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5, "eval_loss": 1.7}]
+    cells = dict(zip(COLUMNS, PastRun("r", config, {"total_steps": 12}, rows).cells(), strict=True))
+    assert cells["base"] == "gpt-mini @ svc" and cells["lr"] == "×1.5" and cells["steps"] == "12"
+    assert cells["rank"] == cells["alpha"] == cells["batch"] == cells["target modules"] == "service"
+    assert cells["best val"] == "1.7000"

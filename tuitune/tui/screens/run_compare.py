@@ -45,6 +45,8 @@ class PastRun:
     def cells(self) -> list[str]:
         """The table row: the run's settings as config.json has them (a missing or odd value shows as is)."""
         config, status = self.config, self.status
+        if isinstance(config.get("remote"), dict):
+            return self._remote_cells(config["remote"])
         steps = config.get("max_steps") or status.get("total_steps") or f"{config.get('epochs') or 3} epochs"
         batch = f"{config.get('batch_size', '?')}"
         if config.get("grad_accum", 1) != 1:
@@ -58,6 +60,16 @@ class PastRun:
                 str(config.get("lr", "?")), str(steps), batch, str(config.get("max_length", "?")),
                 ",".join(map(str, targets)) if isinstance(targets, list) else str(targets),
                 f"{best:.4f}" if best is not None else "-", stopped]  # fmt: skip
+
+    def _remote_cells(self, remote: dict[str, Any]) -> list[str]:
+        """A job on a service: what was sent to it; what the service chose itself shows as "service"."""
+        config, status = self.config, self.status
+        steps = status.get("total_steps") or (f"{config['epochs']} epochs" if config.get("epochs") else "service")
+        multiplier = remote.get("lr_multiplier")
+        best = self.best_val()
+        return [self.name, f"{remote.get('model', '?')} @ {remote.get('endpoint', '?')}", "service", "service",
+                f"×{multiplier}" if multiplier else "service", str(steps), str(remote.get("batch_size") or "service"),
+                "-", "service", f"{best:.4f}" if best is not None else "-", "no"]  # fmt: skip
 
 
 def load_past_runs() -> list[PastRun]:
