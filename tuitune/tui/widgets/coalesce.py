@@ -61,7 +61,10 @@ class StreamCoalescer:
         with self._lock:
             self._timer = None
             if self._pending and not self._closed:
-                self._flush(time.monotonic())
+                try:
+                    self._flush(time.monotonic())
+                except RuntimeError:  # the app closed its loop meanwhile (quit mid-answer): nobody to show it to
+                    self._pending.clear()
 
     def _flush(self, now: float) -> None:
         first_at = self._first_at or now
