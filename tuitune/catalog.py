@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 from tuitune.errors import CatalogError, ModelNotFoundError, TuituneError
 from tuitune.paths import app_dirs, project_file
 from tuitune.safe_text import inert
-from tuitune.untrusted import LimitError, toml_loads
+from tuitune.untrusted import load_config_toml, read_config_text
 
 KINDS = ("base", "chat", "finetuned", "endpoint")
 MODES = ("raw", "chat")
@@ -351,23 +350,12 @@ def _parse_entry(raw: Any, where: str, path: Path, line: int | None) -> ModelEnt
 
 def parse_catalog_file(path: Path) -> list[ModelEntry]:
     """Parse one catalog file; duplicates inside the file are an error."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise CatalogError(f"cannot read model catalog {path}: {error.strerror}") from None
-    except UnicodeDecodeError:
-        raise CatalogError(f"{path}: not UTF-8 text; save the catalog as UTF-8") from None
-    return parse_catalog_text(text, path)
+    return parse_catalog_text(read_config_text(path, CatalogError, "model catalog", "catalog"), path)
 
 
 def parse_catalog_text(text: str, path: Path) -> list[ModelEntry]:
     """Parse a catalog's text as if it were the file ``path`` (errors, origins and relative paths name it)."""
-    try:
-        data = toml_loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise CatalogError(f"{path}: TOML syntax error: {error}; fix that line and try again") from None
-    except LimitError as error:
-        raise CatalogError(f"{path}: {error}") from None
+    data = load_config_toml(text, path, CatalogError)
     unknown_top = set(data) - {"model"}
     if unknown_top:
         raise CatalogError(
@@ -449,12 +437,7 @@ def add_user_entry(fields: dict[str, Any], user: Path | None = None) -> Path:
     from tuitune.paths import private_app_dir
 
     user = user if user is not None else app_dirs().user_catalog
-    try:
-        before = user.read_text(encoding="utf-8") if user.exists() else None
-    except UnicodeDecodeError:
-        raise CatalogError(f"{user}: not UTF-8 text; save the catalog as UTF-8") from None
-    except OSError as error:
-        raise CatalogError(f"cannot read model catalog {user}: {error.strerror or error}") from None
+    before = read_config_text(user, CatalogError, "model catalog", "catalog") if user.exists() else None
     block = "\n[[model]]\n" + "".join(f"{key} = {_toml_value(value)}\n" for key, value in fields.items())
     if before is None:
         block = "# Your own models; entries here replace shipped ones with the same id.\n" + block

@@ -12,7 +12,6 @@ An optional ``[judge]`` table sets the judge's templates and ``pairwise = true``
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from tuitune.engines.base import Message
 from tuitune.errors import SuiteError
 from tuitune.evals.checks import Check, parse_check
 from tuitune.evals.judge import JudgeTemplates, template_problem
-from tuitune.untrusted import LimitError, toml_loads
+from tuitune.untrusted import load_config_toml, read_config_text
 
 _SUITE_FIELDS = {"name", "description", "prompt", "check", "judge"}
 _JUDGE_FIELDS = ("pairwise", "rubric_template", "pairwise_template")
@@ -134,18 +133,8 @@ def _judge_table(raw: object, path: Path, text: str) -> JudgeTemplates:
 
 def load_suite(path: str | Path) -> Suite:
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise SuiteError(f"cannot read suite {path}: {error.strerror}") from None
-    except UnicodeDecodeError:
-        raise SuiteError(f"{path}: not UTF-8 text; save the suite as UTF-8") from None
-    try:
-        data = toml_loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise SuiteError(f"{path}: TOML syntax error: {error}") from None
-    except LimitError as error:
-        raise SuiteError(f"{path}: {error}") from None
+    text = read_config_text(path, SuiteError, "suite")
+    data = load_config_toml(text, path, SuiteError)
     unknown = set(data) - _SUITE_FIELDS
     if unknown:
         raise SuiteError(

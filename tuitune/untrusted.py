@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import tomllib
+from pathlib import Path
 from typing import Any
 
 MAX_DEPTH = 100  # real files nest a handful of levels (a dataset: example → messages → message → content)
@@ -116,3 +117,25 @@ def _check_toml(data: dict[str, Any]) -> None:
             raise LimitError(
                 f"the integer at {_short(where)} does not fit in 64 bits (TOML's limit); use a smaller number"
             )
+
+
+def read_config_text(path: Path, error: type[Exception], what: str, noun: str | None = None) -> str:
+    """A config file's text (catalog, suite, presets), or ``error`` as one line naming it: unreadable, not UTF-8.
+
+    ``what`` names the file for "cannot read …", ``noun`` (default ``what``) for "save the … as UTF-8"."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise error(f"{path}: not UTF-8 text; save the {noun or what} as UTF-8") from None
+    except OSError as problem:
+        raise error(f"cannot read {what} {path}: {problem.strerror or problem}") from None
+
+
+def load_config_toml(text: str, path: Path, error: type[Exception]) -> dict[str, Any]:
+    """``toml_loads`` of a config file's text, a syntax error or a limit as one ``error`` line naming ``path``."""
+    try:
+        return toml_loads(text)
+    except tomllib.TOMLDecodeError as problem:
+        raise error(f"{path}: TOML syntax error: {problem}; fix that line and try again") from None
+    except LimitError as problem:
+        raise error(f"{path}: {problem}") from None

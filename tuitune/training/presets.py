@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from tuitune.errors import TuituneError
 from tuitune.paths import app_dirs, project_file
-from tuitune.untrusted import LimitError, toml_loads
+from tuitune.untrusted import load_config_toml, read_config_text
 
 NONE = "none"  # --preset none: the plain defaults
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -143,18 +142,8 @@ def _parse_table(raw: Any, index: int, path: Path, text: str, span: tuple[int, i
 
 def parse_presets_file(path: Path) -> list[Preset]:
     """Every preset in one file; a duplicate name or two defaults for one family is an error."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise PresetError(f"cannot read presets file {path}: {error.strerror}") from None
-    except UnicodeDecodeError:
-        raise PresetError(f"{path}: not UTF-8 text; save the presets file as UTF-8") from None
-    try:
-        data = toml_loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise PresetError(f"{path}: TOML syntax error: {error}; fix that line and try again") from None
-    except LimitError as error:
-        raise PresetError(f"{path}: {error}") from None
+    text = read_config_text(path, PresetError, "presets file")
+    data = load_config_toml(text, path, PresetError)
     unknown = sorted(set(data) - {"preset"})
     if unknown:
         raise PresetError(f"{path}: unknown top-level key '{unknown[0]}'; presets go in [[preset]] tables")
